@@ -56,6 +56,10 @@ class ExecutionRequest(EventModel):
     metadata: Metadata = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
 
+    @property
+    def event_id(self) -> str:
+        return derived_id("request", self.request_id)
+
     @model_validator(mode="after")
     def _prompt_or_code(self) -> ExecutionRequest:
         has_prompt = bool(self.prompt and self.prompt.strip())
@@ -105,6 +109,7 @@ class ExecutionCommand(EventModel):
     code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS)]
     route: ExecRoute = ExecRoute.LIGHT
     route_reason: str = ""
+    requested_route: Route = Route.AUTO
     limits: Limits = Field(default_factory=Limits)
     inputs: JsonValue = None
     source: Literal["user", "llm"] = "user"

@@ -1,0 +1,113 @@
+"""Execution commands -> results: run the code on its route, assemble the result.
+
+An LLM-written attempt that fails goes back to the LLM worker as a ``RepairRequest`` while
+attempts remain (the attempt number travels in the events, so a restart or a duplicate
+resumes the loop where it was); everything else becomes the request's final result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+
+from executor_worker.sandbox import Sandbox, SandboxJob, SandboxOutcome, SandboxUnavailable
+from pipeline.errors import PermanentError, TransientError
+from pipeline.handling import Emit, EventContext
+from pipeline.settings import ExecutionSettings
+from schemas import (
+    AttemptRecord,
+    ErrorInfo,
+    Event,
+    ExecRoute,
+    ExecutionCommand,
+    ExecutionResult,
+    HubNames,
+    RepairRequest,
+    ResultStatus,
+    derived_id,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class ExecutorWorker:
+    ACCEPTS = frozenset({"execution"})
+
+    def __init__(
+        self,
+        *,
+        hubs: HubNames,
+        light: Sandbox,
+        heavy: Sandbox | None,
+        settings: ExecutionSettings,
+        max_retries: int,
+    ) -> None:
+        self._hubs = hubs
+        self._light = light
+        self._heavy = heavy
+        self._settings = settings
+        self._max_attempts = max(1, max_retries)
+
+    async def handle(self, event: Event, ctx: EventContext) -> Sequence[Emit]:
+        if not isinstance(event, ExecutionCommand):
+            raise PermanentError(f"executor cannot handle {event.kind!r} events")
+        result = await self._execute(event)
+        can_repair = event.source == "llm" or event.allow_rewrite
+        if (result.status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT) and can_repair
+                and event.prompt and event.attempt < self._max_attempts):
+            return [Emit(self._hubs.requests,
+                         RepairRequest(request_id=event.request_id, command=event, failure=result))]
+        return [Emit(self._hubs.results, result)]
+
+    async def _execute(self, cmd: ExecutionCommand) -> ExecutionResult:
+        runner = self._light if cmd.route is ExecRoute.LIGHT else self._heavy
+        if runner is None:
+            return self._result(cmd, None, ResultStatus.FAILED, ErrorInfo(
+                code="route_unavailable",
+                message="heavy execution is not available on this executor",
+            ))
+        job = self._job(cmd)
+        try:
+            outcome = await runner.run(job)
+        except SandboxUnavailable as exc:
+            raise TransientError(f"sandbox unavailable: {exc}") from exc
+        status = ResultStatus(outcome.status)
+        error = None if status is ResultStatus.SUCCEEDED else ErrorInfo(
+            code=outcome.reason_code or "failed",
+            message=outcome.reason or status.value,
+            details={"signal": outcome.signal} if outcome.signal else {},
+        )
+        return self._result(cmd, outcome, status, error)
+
+    def _job(self, cmd: ExecutionCommand) -> SandboxJob:
+        s = self._settings
+        light = cmd.route is ExecRoute.LIGHT
+        max_timeout = s.execution_timeout if light else s.heavy_job_timeout
+        max_memory = s.execution_memory_mb if light else s.heavy_job_memory_mb
+        return SandboxJob(
+            job_id=derived_id("job", cmd.request_id, cmd.attempt),
+            code=cmd.code,
+            inputs=cmd.inputs,
+            timeout_s=min(cmd.limits.timeout_s or max_timeout, max_timeout),
+            memory_mb=min(cmd.limits.memory_mb or max_memory, max_memory),
+            max_output_bytes=s.max_output_bytes,
+        )
+
+    def _result(self, cmd: ExecutionCommand, outcome: SandboxOutcome | None,
+                status: ResultStatus, error: ErrorInfo | None) -> ExecutionResult:
+        record = AttemptRecord(attempt=cmd.attempt, code=cmd.code, source=cmd.source,
+                               validation=cmd.validation, status=status, error=error,
+                               usage=cmd.usage)
+        o = outcome
+        return ExecutionResult(
+            request_id=cmd.request_id, attempt=cmd.attempt, status=status,
+            exit_code=o.exit_code if o else None,
+            stdout=o.stdout if o else "", stderr=o.stderr if o else "",
+            stdout_truncated=o.stdout_truncated if o else False,
+            stderr_truncated=o.stderr_truncated if o else False,
+            duration_ms=o.duration_ms if o else 0.0,
+            route=cmd.route, attempts=[*cmd.history, record], code=cmd.code, error=error,
+            artifacts=o.artifacts if o else [], sandbox=list(o.layers) if o else [],
+            metadata=cmd.metadata,
+        )

@@ -1,0 +1,1 @@
+"""The LLM worker: requests -> validated, routed execution commands."""

@@ -1,0 +1,1 @@
+"""Shared runtime of every service: bus, processor, settings, observability, errors."""

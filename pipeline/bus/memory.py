@@ -1,0 +1,158 @@
+"""The embedded bus: an in-process broker with Event Hubs semantics.
+
+Per hub: N partitions; same partition key -> same partition; per-partition sequence numbers
+(from 0) and byte offsets (strings, like Event Hubs); independent consumer groups; a start
+position of earliest, latest or the group's checkpoint; ownership balanced across the
+members of a consumer group through the checkpoint store; the 1 MB event size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pipeline.bus.memory_store import MemoryCheckpointStore
+from pipeline.bus.memory_subscription import MemorySubscription
+from pipeline.bus.ports import (
+    MAX_EVENT_BYTES,
+    OutgoingEvent,
+    ReceivedEvent,
+    StartPosition,
+)
+from pipeline.errors import BusUnavailableError, EventTooLargeError
+
+
+def event_size(event: OutgoingEvent) -> int:
+    """Bytes an event counts against the limit: body, key and properties."""
+    props = sum(len(k) + len(v) for k, v in event.properties.items())
+    return len(event.body) + len(event.partition_key or "") + props
+
+
+def partition_for_key(key: str, partitions: int) -> int:
+    """Stable across processes and runs (unlike ``hash()``)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % partitions
+
+
+@dataclass
+class MemoryPartition:
+    partition_id: str
+    events: list[ReceivedEvent] = field(default_factory=list)
+    next_offset: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def append(self, event: OutgoingEvent) -> None:
+        stored = ReceivedEvent(
+            body=event.body,
+            partition_id=self.partition_id,
+            offset=str(self.next_offset),
+            sequence_number=len(self.events),
+            enqueued_time=datetime.now(UTC),
+            partition_key=event.partition_key,
+            properties=dict(event.properties),
+        )
+        self.events.append(stored)
+        self.next_offset += max(1, event_size(event))
+        # Wake every reader waiting on this partition, then arm a fresh event for the next.
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+@dataclass
+class MemoryHub:
+    name: str
+    partitions: list[MemoryPartition]
+    _round_robin: itertools.cycle[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._round_robin = itertools.cycle(range(len(self.partitions)))
+
+    def route(self, key: str | None) -> MemoryPartition:
+        index = next(self._round_robin) if key is None else partition_for_key(key, len(self.partitions))
+        return self.partitions[index]
+
+
+class MemoryBus:
+    """The embedded default backend. One instance is one namespace."""
+
+    def __init__(
+        self,
+        partitions: int = 4,
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        store: MemoryCheckpointStore | None = None,
+        balance_interval_s: float = 0.2,
+        ownership_expiry_s: float = 2.0,
+        max_batch: int = 100,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError("a hub needs at least one partition")
+        self._partitions = partitions
+        self._max_event_bytes = max_event_bytes
+        self._hubs: dict[str, MemoryHub] = {}
+        self._closed = False
+        self.store = store or MemoryCheckpointStore()
+        self.balance_interval_s = balance_interval_s
+        self.ownership_expiry_s = ownership_expiry_s
+        self.max_batch = max_batch
+
+    def hub(self, name: str) -> MemoryHub:
+        if name not in self._hubs:
+            parts = [MemoryPartition(str(i)) for i in range(self._partitions)]
+            self._hubs[name] = MemoryHub(name, parts)
+        return self._hubs[name]
+
+    # -- Bus ---------------------------------------------------------------------------
+
+    def publisher(self) -> MemoryPublisher:
+        return MemoryPublisher(self)
+
+    def subscribe(
+        self,
+        hub: str,
+        consumer_group: str,
+        *,
+        owner_id: str | None = None,
+        start: StartPosition = "earliest",
+    ) -> MemorySubscription:
+        return MemorySubscription(
+            self, hub, consumer_group, owner_id=owner_id or uuid.uuid4().hex, start=start
+        )
+
+    async def partition_ids(self, hub: str) -> list[str]:
+        return [p.partition_id for p in self.hub(hub).partitions]
+
+    def connected(self) -> bool:
+        return not self._closed
+
+    async def close(self) -> None:
+        self._closed = True
+
+    # -- used by publisher and subscriptions --------------------------------------------
+
+    def append(self, hub: str, events: Sequence[OutgoingEvent]) -> None:
+        if self._closed:
+            raise BusUnavailableError("memory bus is closed")
+        for event in events:  # check all first: a batch is all-or-nothing, like Event Hubs
+            size = event_size(event)
+            if size > self._max_event_bytes:
+                raise EventTooLargeError(size, self._max_event_bytes)
+        target = self.hub(hub)
+        for event in events:
+            target.route(event.partition_key).append(event)
+
+
+class MemoryPublisher:
+    def __init__(self, bus: MemoryBus) -> None:
+        self._bus = bus
+
+    async def publish(self, hub: str, events: Sequence[OutgoingEvent]) -> None:
+        self._bus.append(hub, events)
+        await asyncio.sleep(0)  # a publish is a suspension point on a real bus too
+
+    async def close(self) -> None:
+        return None

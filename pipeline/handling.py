@@ -1,0 +1,85 @@
+"""What a handler sees and returns, and the dead-letter record the processor makes."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from pipeline.bus.ports import OutgoingEvent, ReceivedEvent
+from schemas import DeadLetter, Event
+
+
+class KeyedEvent(Protocol):
+    """An event that can be published: it has a request id (the partition key) and an id."""
+
+    @property
+    def request_id(self) -> str | None: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+    kind: Any
+
+    def to_json_bytes(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One output of a handler: an event for a hub, keyed by its request id."""
+
+    hub: str
+    event: KeyedEvent
+
+    def encode(self) -> OutgoingEvent:
+        key = self.event.request_id or self.event.event_id
+        return OutgoingEvent(
+            body=self.event.to_json_bytes(),
+            partition_key=key,
+            properties={
+                "kind": str(self.event.kind),
+                "event_id": self.event.event_id,
+                "request_id": self.event.request_id or "",
+            },
+        )
+
+
+@dataclass(frozen=True)
+class EventContext:
+    hub: str
+    consumer_group: str
+    partition_id: str
+    offset: str
+    sequence_number: int
+    enqueued_time: datetime
+    attempt: int  # in-process try, from 1
+
+
+Handler = Callable[[Event, EventContext], Awaitable[Sequence[Emit]]]
+
+
+def dead_letter(
+    event: ReceivedEvent,
+    *,
+    hub: str,
+    consumer_group: str,
+    reason: str,
+    error_type: str,
+    attempts: int,
+    request_id: str | None,
+) -> DeadLetter:
+    return DeadLetter(
+        request_id=request_id,
+        reason=reason[:4000],
+        error_type=error_type,
+        attempts=attempts,
+        source_hub=hub,
+        consumer_group=consumer_group,
+        partition_id=event.partition_id,
+        offset=event.offset,
+        sequence_number=event.sequence_number,
+        body_b64=base64.b64encode(event.body).decode(),
+        properties=dict(event.properties),
+    )

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the processor, on a registry owned by the service (not global)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class PipelineMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "llmexec_events_processed_total",
+            "Events handled, by outcome (ok, deadlettered, unfinished).",
+            ["worker", "hub", "outcome"], registry=r,
+        )
+        self.handler_seconds = Histogram(
+            "llmexec_handler_seconds", "Handler latency per event.", ["worker", "hub"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "llmexec_events_in_flight", "Events being handled now.", ["worker"], registry=r
+        )
+        self.retries = Counter(
+            "llmexec_handler_retries_total", "In-process retries after a transient error.",
+            ["worker", "hub"], registry=r,
+        )
+        self.deadletters = Counter(
+            "llmexec_deadletters_total", "Events sent to the dead-letter hub, by cause.",
+            ["worker", "hub", "cause"], registry=r,
+        )
+        self.checkpoint_lag = Gauge(
+            "llmexec_checkpoint_lag_events",
+            "Events received but not yet covered by a checkpoint.",
+            ["worker", "hub", "partition"], registry=r,
+        )
+        self.checkpoints = Counter(
+            "llmexec_checkpoints_total", "Checkpoint writes.", ["worker", "hub"], registry=r
+        )
+        self.published = Counter(
+            "llmexec_events_published_total", "Events published, by hub.", ["worker", "hub"],
+            registry=r,
+        )

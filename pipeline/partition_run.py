@@ -1,0 +1,116 @@
+"""One owned partition inside a processor: bounded concurrency, per-key order, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from pipeline.bus.ports import PartitionContext, ReceivedEvent
+from pipeline.window import CheckpointWindow
+
+if TYPE_CHECKING:
+    from pipeline.processor import Processor
+
+log = structlog.get_logger(__name__)
+
+
+class PartitionRun:
+    def __init__(self, processor: Processor, ctx: PartitionContext) -> None:
+        self._p = processor
+        self._ctx = ctx
+        self._settings = processor._settings
+        self._metrics = processor._metrics
+        self._window = CheckpointWindow()
+        self._slots = asyncio.Semaphore(self._settings.max_concurrency)
+        self._tails: dict[str, asyncio.Task[None]] = {}  # last task per partition key
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_lock = asyncio.Lock()
+        self._flusher = asyncio.create_task(self._flush_periodically())
+
+    async def submit(self, event: ReceivedEvent) -> None:
+        """Start handling ``event``; waits while ``max_concurrency`` events are in flight."""
+        await self._slots.acquire()
+        self._window.add(event)
+        key = event.partition_key or event.properties.get("request_id") or None
+        previous = self._tails.get(key) if key else None
+        task = asyncio.create_task(self._run(event, previous))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if key:
+            self._tails[key] = task
+            task.add_done_callback(lambda t, k=key: self._forget_tail(k, t))
+        self._report_lag()
+
+    def _forget_tail(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _run(self, event: ReceivedEvent, previous: asyncio.Task[None] | None) -> None:
+        in_flight = self._metrics.in_flight.labels(self._p.name)
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # same request: strictly after the one before
+            in_flight.inc()
+            try:
+                ok = await self._p.handle(self._ctx, event)
+            finally:
+                in_flight.dec()
+        finally:
+            self._slots.release()
+        self._window.finish(event, ok)
+        if not ok:
+            log.error("event.unfinished", partition=self._ctx.partition_id,
+                      sequence_number=event.sequence_number)
+        if self._window.pending_checkpoint >= self._settings.checkpoint_every:
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        async with self._checkpoint_lock:
+            target = self._window.checkpointable
+            if target is None or target.sequence_number <= self._window.checkpointed_seq:
+                return
+            try:
+                await self._ctx.checkpoint(target)
+            except Exception as exc:  # the next flush tries again; nothing is lost meanwhile
+                log.warning("checkpoint.failed", error=str(exc))
+                return
+            self._window.mark_checkpointed(target)
+            self._last_checkpoint = time.monotonic()
+            self._metrics.checkpoints.labels(self._p.name, self._p.hub).inc()
+            self._report_lag()
+
+    def _report_lag(self) -> None:
+        self._metrics.checkpoint_lag.labels(
+            self._p.name, self._p.hub, self._ctx.partition_id
+        ).set(self._window.lag)
+
+    async def _flush_periodically(self) -> None:
+        interval = self._settings.checkpoint_interval_s
+        while True:
+            await asyncio.sleep(interval / 4)
+            if time.monotonic() - self._last_checkpoint >= interval:
+                await self.checkpoint()
+
+    async def close(self, grace_s: float | None) -> None:
+        """Shutdown (``grace_s`` set): let in-flight work finish within the grace period,
+        then checkpoint. Lost ownership (``None``): abandon at once, no checkpoint, since
+        the new owner is already moving the group's checkpoint."""
+        self._flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._flusher
+        if grace_s is not None and self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            if pending:
+                log.warning("shutdown.abandoned", partition=self._ctx.partition_id,
+                            count=len(pending))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        if grace_s is not None:
+            await self.checkpoint()

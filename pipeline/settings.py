@@ -1,0 +1,139 @@
+"""Configuration: pydantic-settings groups read from the environment, built once in main.
+
+Names follow the seed's ConfigMap and Secret keys (``LOG_LEVEL``, ``MAX_RETRIES``,
+``EXECUTION_TIMEOUT``, ``HEAVY_JOB_*``, ``EVENT_HUB_CONNECTION_STRING``,
+``STORAGE_CONNECTION_STRING``, ``LLM_API_KEY``). Bad values stop start-up through
+:func:`load`, which turns a validation error into one :class:`ConfigError` line naming the
+variable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+from schemas import HubNames
+
+_BASE = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+
+
+class LogSettings(BaseSettings):
+    model_config = _BASE
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+
+class BusSettings(BaseSettings):
+    """Which bus, and the hubs on it. No Event Hub connection string: the memory bus."""
+
+    model_config = _BASE
+    event_hub_connection_string: SecretStr | None = None
+    event_hub_namespace: str | None = Field(
+        default=None, description="Fully qualified namespace for credential (AAD) auth."
+    )
+    storage_connection_string: SecretStr | None = None
+    checkpoint_container: str = "checkpoints"
+    hub_requests: str = "requests"
+    hub_executions: str = "executions"
+    hub_results: str = "results"
+    hub_deadletter: str = "deadletter"
+    memory_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+
+    @property
+    def hubs(self) -> HubNames:
+        return HubNames(self.hub_requests, self.hub_executions, self.hub_results,
+                        self.hub_deadletter)
+
+    @property
+    def backend(self) -> Literal["memory", "eventhubs"]:
+        if self.event_hub_connection_string or self.event_hub_namespace:
+            return "eventhubs"
+        return "memory"
+
+
+class ProcessorSettings(BaseSettings):
+    model_config = _BASE
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 16
+    checkpoint_every: Annotated[int, Field(ge=1)] = 100
+    checkpoint_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    retry_backoff_s: Annotated[float, Field(ge=0)] = 0.5
+    retry_backoff_max_s: Annotated[float, Field(ge=0)] = 30.0
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 25.0
+
+
+class ExecutionSettings(BaseSettings):
+    """Limits of each route. ``EXECUTION_TIMEOUT`` is the light route's wall timeout."""
+
+    model_config = _BASE
+    execution_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    execution_memory_mb: Annotated[int, Field(ge=32)] = 512
+    max_output_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    heavy_job_timeout: Annotated[float, Field(gt=0)] = 3600.0
+    heavy_job_memory_mb: Annotated[int, Field(ge=32)] = 8192
+    heavy_job_cpu_request: str = "2"
+    heavy_job_cpu_limit: str = "4"
+    heavy_job_memory_request: str = "4Gi"
+    heavy_job_memory_limit: str = "8Gi"
+    heavy_job_image: str = "heavy-executor:latest"
+    heavy_job_namespace: str = "default"
+
+
+class LlmSettings(BaseSettings):
+    model_config = _BASE
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("LLM_API_KEY", "ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = None
+    llm_model: str = "claude-sonnet-4-5"
+    llm_max_tokens: Annotated[int, Field(ge=256, le=64_000)] = 4096
+    llm_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_code_bytes: Annotated[int, Field(ge=16, le=512 * 1024)] = 128 * 1024
+
+
+class ServiceSettings(BaseSettings):
+    model_config = _BASE
+    consumer_group: str | None = None
+    metrics_port: Annotated[int | None, Field(ge=0, le=65535)] = None
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S]) -> S:
+    """Build a settings group from the environment; one-line ConfigError when it is wrong."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else cls.__name__
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        raise ConfigError(f"invalid configuration: {name}: {err['msg']}{shown}") from None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Every settings group, read once in main and passed down."""
+
+    log: LogSettings
+    bus: BusSettings
+    processor: ProcessorSettings
+    execution: ExecutionSettings
+    llm: LlmSettings
+    service: ServiceSettings
+
+
+def load_config() -> AppConfig:
+    return AppConfig(
+        log=load(LogSettings),
+        bus=load(BusSettings),
+        processor=load(ProcessorSettings),
+        execution=load(ExecutionSettings),
+        llm=load(LlmSettings),
+        service=load(ServiceSettings),
+    )

@@ -1,0 +1,5 @@
+"""What other systems use to publish requests."""
+
+from producers.client import RequestProducer
+
+__all__ = ["RequestProducer"]
