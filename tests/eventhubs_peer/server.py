@@ -1,0 +1,215 @@
+"""The loopback Event Hubs peer: an asyncio AMQP server plus a thread-hosted facade for tests.
+
+``PeerServer`` lives on the event loop that starts it (the CLI uses it directly).
+``EventHubsPeer`` runs a ``PeerServer`` on a private loop in a daemon thread, so a test that
+blocks its own loop (sync SDK clients, ``time.sleep``) cannot stall the peer, and one peer can
+serve several OS processes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from .broker import Broker, StoredEvent
+from .codec import new_container_id
+from .connection import AmqpConnection
+
+T = TypeVar("T")
+
+ONE_MB = 1024 * 1024
+
+
+def connection_string(host: str, port: int, hub: str | None = None) -> str:
+    value = (
+        f"Endpoint=sb://{host}:{port}/;SharedAccessKeyName=k;SharedAccessKey=v;"
+        "UseDevelopmentEmulator=true"
+    )
+    return value + (f";EntityPath={hub}" if hub else "")
+
+
+class PeerServer:
+    def __init__(
+        self,
+        hubs: Mapping[str, int],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_message_size: int = ONE_MB,
+        advertised_max_message_size: int | None = None,
+    ) -> None:
+        self.broker = Broker(dict(hubs))
+        self.host = host
+        self.port = port
+        self.max_message_size = max_message_size
+        # What attach advertises; the SDK sizes batches by it. Set it above max_message_size
+        # to make the SDK send oversized messages so the peer's own rejection is exercised.
+        self.advertised_max_message_size = advertised_max_message_size or max_message_size
+        self.container_id = new_container_id()
+        self.connections: set[AmqpConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.drop_connections()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = AmqpConnection(self, reader, writer)
+        self.connections.add(connection)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+            if task is not None:
+                self._tasks.discard(task)
+
+    def drop_connections(self) -> int:
+        dropped = list(self.connections)
+        for connection in dropped:
+            connection.abort()
+        return len(dropped)
+
+    def force_detach(self, condition: str = "amqp:link:detach-forced") -> int:
+        """Fault injection: detach every hub/consumer link with an error, keep the sockets."""
+        count = 0
+        for connection in list(self.connections):
+            for session in list(connection.sessions.values()):
+                for link in list(session.links.values()):
+                    if link.address.kind in ("hub", "consumer") and not link.detached:
+                        link.detach(condition.encode(), "detached by the test peer")
+                        count += 1
+        return count
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.host, self.port)
+
+
+class EventHubsPeer:
+    """Thread-hosted peer. ``await peer.start()`` / ``peer.start_sync()``, then use
+    ``peer.connection_string`` (namespace level) with the real SDK."""
+
+    def __init__(self, hubs: Mapping[str, int], **options: Any) -> None:
+        self._server = PeerServer(hubs, **options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_sync(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("peer already started")
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True,
+                                        name="eventhubs-peer")
+        self._thread.start()
+        ready.result(timeout=10)
+
+    def _serve(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._server.start())
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(None)
+        loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    def stop_sync(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        self._run(self._server.stop()).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.start_sync)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_sync)
+
+    async def __aenter__(self) -> EventHubsPeer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __enter__(self) -> EventHubsPeer:
+        self.start_sync()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_sync()
+
+    # -- address ---------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def connection_string(self) -> str:
+        return self._server.connection_string
+
+    def hub_connection_string(self, hub: str) -> str:
+        return connection_string(self.host, self.port, hub)
+
+    # -- fault injection and inspection ----------------------------------------------------
+
+    async def drop_connections(self) -> int:
+        """Abort every client socket (no AMQP close); returns how many were dropped."""
+        return await asyncio.wrap_future(self._call(self._server.drop_connections))
+
+    async def force_detach(self, condition: str = "amqp:link:detach-forced") -> int:
+        return await asyncio.wrap_future(self._call(lambda: self._server.force_detach(condition)))
+
+    def connection_count(self) -> int:
+        return self._call(lambda: len(self._server.connections)).result(timeout=10)
+
+    def events(self, hub: str, partition_id: str) -> list[StoredEvent]:
+        return self._call(
+            lambda: list(self._server.broker.partition(hub, partition_id).events)
+        ).result(timeout=10)
+
+    def partition_for_key(self, hub: str, key: str) -> str:
+        return self._server.broker.hub(hub).route(key).id
+
+    def _call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        async def call() -> T:
+            return fn()
+
+        return self._run(call())
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("peer is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
