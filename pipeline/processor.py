@@ -15,6 +15,7 @@ stops below it, so it is delivered again after a restart.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -25,7 +26,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from pipeline.bus.ports import Bus, PartitionContext, Publisher, ReceivedEvent, StartPosition
@@ -219,12 +219,12 @@ class Processor:
 
 def _transient_wait(base: float, cap: float) -> Callable[[RetryCallState], float]:
     """Exponential backoff with jitter, but never shorter than the error's own ``delay``."""
-    backoff = wait_exponential_jitter(initial=base, max=cap, jitter=base)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         floor = getattr(exc, "delay", None) or 0.0
-        return max(float(floor), backoff(state))
+        backoff = min(cap, base * 2 ** (state.attempt_number - 1)) + random.uniform(0, base)
+        return max(float(floor), backoff)
 
     return wait
 

@@ -137,13 +137,14 @@ def _requests_from_file(path: Any) -> tuple[list[ExecutionRequest], dict[str, Ex
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        raw: Any = None
         try:
             raw = json.loads(line)
             if not isinstance(raw, dict):
                 raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
             requests.append(ExecutionRequest.model_validate({**raw, "kind": "request"}))
         except (ValueError, ValidationError) as exc:
-            rid = raw.get("request_id") if isinstance(locals().get("raw"), dict) else None
+            rid = raw.get("request_id") if isinstance(raw, dict) else None
             rid = rid if isinstance(rid, str) and rid else f"line-{number}"
             message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             rejected[rid] = ExecutionResult(
