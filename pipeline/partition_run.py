@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ class PartitionRun:
         task.add_done_callback(self._tasks.discard)
         if key:
             self._tails[key] = task
-            task.add_done_callback(lambda t, k=key: self._forget_tail(k, t))
+            task.add_done_callback(functools.partial(self._forget_tail, key))
         self._report_lag()
 
     def _forget_tail(self, key: str, task: asyncio.Task[None]) -> None:
@@ -104,7 +105,7 @@ class PartitionRun:
         with contextlib.suppress(asyncio.CancelledError):
             await self._flusher
         if grace_s is not None and self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             if pending:
                 log.warning("shutdown.abandoned", partition=self._ctx.partition_id,
                             count=len(pending))

@@ -14,7 +14,6 @@ stops below it, so it is delivered again after a restart.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 import traceback
@@ -32,8 +31,8 @@ from pipeline.bus.ports import Bus, PartitionContext, Publisher, ReceivedEvent, 
 from pipeline.errors import EventTooLargeError, PermanentError, TransientError
 from pipeline.handling import Emit, EventContext, Handler, dead_letter
 from pipeline.observability.metrics import PipelineMetrics
-from pipeline.settings import ProcessorSettings
 from pipeline.partition_run import PartitionRun
+from pipeline.settings import ProcessorSettings
 from schemas import DecodeError, Event, decode_event, derived_id
 
 log = structlog.get_logger(__name__)
@@ -223,8 +222,8 @@ def _transient_wait(base: float, cap: float) -> Callable[[RetryCallState], float
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         floor = getattr(exc, "delay", None) or 0.0
-        backoff = min(cap, base * 2 ** (state.attempt_number - 1)) + random.uniform(0, base)
-        return max(float(floor), backoff)
+        backoff: float = min(cap, base * 2 ** (state.attempt_number - 1))
+        return max(float(floor), backoff + random.uniform(0, base))
 
     return wait
 

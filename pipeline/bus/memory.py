@@ -72,8 +72,9 @@ class MemoryHub:
         self._round_robin = itertools.cycle(range(len(self.partitions)))
 
     def route(self, key: str | None) -> MemoryPartition:
-        index = next(self._round_robin) if key is None else partition_for_key(key, len(self.partitions))
-        return self.partitions[index]
+        if key is None:
+            return self.partitions[next(self._round_robin)]
+        return self.partitions[partition_for_key(key, len(self.partitions))]
 
 
 class MemoryBus:

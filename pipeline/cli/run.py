@@ -53,11 +53,14 @@ async def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
     ordered = [answered[rid] for rid in dict.fromkeys(order) if rid in answered]
     for result in sorted(ordered, key=lambda r: _position(order, r.request_id)):
         _print_result(result, as_json=args.json)
-    ok = all(r.status is ResultStatus.SUCCEEDED for r in ordered) and len(ordered) == len(set(order))
+    every_answered = len(ordered) == len(set(order))
+    ok = every_answered and all(r.status is ResultStatus.SUCCEEDED for r in ordered)
     return EXIT_OK if ok else EXIT_FAILED
 
 
-async def run_embedded(cfg: AppConfig, requests: list[ExecutionRequest]) -> dict[str, ExecutionResult]:
+async def run_embedded(
+    cfg: AppConfig, requests: list[ExecutionRequest]
+) -> dict[str, ExecutionResult]:
     bus = MemoryBus(partitions=cfg.bus.memory_partitions)
     hubs = cfg.bus.hubs
     metrics = PipelineMetrics()
@@ -107,7 +110,9 @@ def _requests_from_args(
         try:
             code = args.code_file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise _UsageError(f"cannot read --code-file: {exc.strerror}: {args.code_file}") from None
+            raise _UsageError(
+                f"cannot read --code-file: {exc.strerror}: {args.code_file}"
+            ) from None
     if code is not None and args.prompt:
         raise _UsageError("give either PROMPT or code, not both")
     if code is None and not args.prompt:

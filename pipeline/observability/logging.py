@@ -12,7 +12,9 @@ from typing import Literal
 import structlog
 
 
-def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto") -> None:
+def configure_logging(
+    level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto"
+) -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
