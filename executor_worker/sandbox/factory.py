@@ -1,0 +1,19 @@
+"""The one place that reads SandboxSettings and picks the light-execution sandbox."""
+
+from __future__ import annotations
+
+from executor_worker.sandbox.api import Sandbox
+from executor_worker.sandbox.settings import SandboxSettings
+from executor_worker.sandbox.subprocess_sandbox import SubprocessSandbox
+from executor_worker.sandbox.zygote import ZygoteSandbox
+
+
+def build_sandbox(settings: SandboxSettings) -> Sandbox:
+    """Build (not start) the configured sandbox; ``await sandbox.start()`` probes the host.
+
+    Call it before the worker reads its secrets into anything long-lived is not required:
+    the zygote is launched with an empty environment either way, at ``start()``.
+    """
+    if settings.kind == "subprocess":
+        return SubprocessSandbox(work_root=settings.work_dir)
+    return ZygoteSandbox(settings)

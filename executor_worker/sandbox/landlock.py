@@ -1,0 +1,140 @@
+"""Landlock via raw syscalls: filesystem, TCP and scope restrictions for one job process.
+
+Standard library only (runs inside the zygote). The ruleset is built while the child still
+has its privileges (it must open every allowed path) and enforced after no-new-privs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from executor_worker.sandbox import linux
+
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH = 1
+
+EXECUTE = 1 << 0
+WRITE_FILE = 1 << 1
+READ_FILE = 1 << 2
+READ_DIR = 1 << 3
+REMOVE_DIR = 1 << 4
+REMOVE_FILE = 1 << 5
+MAKE_CHAR = 1 << 6
+MAKE_DIR = 1 << 7
+MAKE_REG = 1 << 8
+MAKE_SOCK = 1 << 9
+MAKE_FIFO = 1 << 10
+MAKE_BLOCK = 1 << 11
+MAKE_SYM = 1 << 12
+REFER = 1 << 13  # ABI 2
+TRUNCATE = 1 << 14  # ABI 3
+IOCTL_DEV = 1 << 15  # ABI 5
+NET_BIND_TCP = 1 << 0  # ABI 4
+NET_CONNECT_TCP = 1 << 1  # ABI 4
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+SCOPE_SIGNAL = 1 << 1  # ABI 6
+
+#: Rights that may be granted on a non-directory (the kernel rejects the others there).
+_FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
+
+
+def abi_version() -> int:
+    """The Landlock ABI the kernel offers, 0 when Landlock is absent or disabled."""
+    if not linux.is_x86_64():
+        return 0
+    result = linux.syscall(linux.SYS_LANDLOCK_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION)
+    return max(result, 0)
+
+
+def fs_rights(abi: int) -> int:
+    rights = (1 << 13) - 1
+    if abi >= 2:
+        rights |= REFER
+    if abi >= 3:
+        rights |= TRUNCATE
+    if abi >= 5:
+        rights |= IOCTL_DEV
+    return rights
+
+
+@dataclass(frozen=True)
+class Policy:
+    read_only: tuple[str, ...]
+    read_write: tuple[str, ...]
+    allow_exec: bool = False
+    restrict_net: bool = True  # deny every TCP bind/connect (ABI 4+)
+    scope: bool = True  # signals and abstract unix sockets stay inside the job (ABI 6+)
+
+
+def enforced_layers(abi: int, policy: Policy) -> tuple[str, ...]:
+    layers = ["landlock-fs"] if abi >= 1 else []
+    if abi >= 4 and policy.restrict_net:
+        layers.append("landlock-net")
+    if abi >= 6 and policy.scope:
+        layers.append("landlock-scope")
+    return tuple(layers)
+
+
+def build_ruleset(abi: int, policy: Policy) -> int:
+    """Create and fill a ruleset; returns its fd. Call before dropping privileges.
+
+    More paths can be added later with :func:`allow_read_write` until it is enforced: the
+    zygote's children build the read-only part ahead of time, the job directory at dispatch.
+    """
+    handled_fs = fs_rights(abi)
+    handled_net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and policy.restrict_net else 0
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 and policy.scope else 0
+    # The struct grew with the ABI; pass only the fields this kernel knows.
+    attr = struct.pack("QQQ", handled_fs, handled_net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    buf = ctypes.create_string_buffer(attr[:size], size)
+    fd = linux.checked_syscall(
+        linux.SYS_LANDLOCK_CREATE_RULESET, "landlock_create_ruleset", buf, ctypes.c_size_t(size), 0
+    )
+    try:
+        read = READ_FILE | READ_DIR | (EXECUTE if policy.allow_exec else 0)
+        _add_paths(fd, policy.read_only, read & handled_fs)
+        allow_read_write(fd, abi, policy.read_write, policy.allow_exec)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def allow_read_write(ruleset_fd: int, abi: int, paths: Iterable[str], allow_exec: bool) -> None:
+    # Everything but device nodes (and execution unless allowed) beneath ``paths``.
+    write = fs_rights(abi) & ~(MAKE_CHAR | MAKE_BLOCK)
+    if not allow_exec:
+        write &= ~EXECUTE
+    _add_paths(ruleset_fd, paths, write)
+
+
+def _add_paths(ruleset_fd: int, paths: Iterable[str], rights: int) -> None:
+    for path in paths:
+        try:
+            path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue  # a configured path that does not exist here grants nothing
+        try:
+            allowed = rights if os.path.isdir(path) else rights & _FILE_RIGHTS
+            rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, path_fd), 12)
+            linux.checked_syscall(
+                linux.SYS_LANDLOCK_ADD_RULE, f"landlock_add_rule({path})",
+                ruleset_fd, _RULE_PATH_BENEATH, rule, 0,
+            )
+        finally:
+            os.close(path_fd)
+
+
+def restrict_self(ruleset_fd: int) -> None:
+    """Enforce the ruleset on this thread (the job is single-threaded here); needs NNP."""
+    try:
+        linux.checked_syscall(
+            linux.SYS_LANDLOCK_RESTRICT_SELF, "landlock_restrict_self", ruleset_fd, 0
+        )
+    finally:
+        os.close(ruleset_fd)

@@ -1,0 +1,217 @@
+"""Find out which isolation layers actually work on this host, by trying each one.
+
+Runs inside the zygote at start-up. Every probe forks a throw-away child that applies the
+layer for real (a kernel that advertises Landlock may still refuse it in a restricted pod;
+``unshare`` may be denied by the runtime's seccomp profile), so what is reported is what
+jobs get. Standard library only (plus pyseccomp, loaded lazily).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from executor_worker.sandbox import landlock, linux, seccomp_filter
+from executor_worker.sandbox.zygote_child import Plan
+
+#: Layers every zygote child has without any probing (the supervisor adds timeout/output-cap).
+BASE_LAYERS = ("process", "session", "rlimits", "empty-env", "zygote")
+
+_SYSTEM_READ_PATHS = (
+    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo",
+    "/etc/localtime", "/etc/ld.so.cache", "/dev/null", "/dev/zero", "/dev/urandom",
+    "/dev/random", "/sys/devices/system/cpu", "/proc/cpuinfo",
+)
+_EXEC_PATHS = ("/usr/bin", "/bin", "/usr/local/bin")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    work_root: str
+    uid_base: int | None
+    disabled: frozenset[str]
+    allow_exec: bool
+    extra_read_paths: tuple[str, ...] = ()
+    nproc: int = 64
+
+
+def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
+    """The plan for every child and the names of the layers it adds up to."""
+    plan = Plan(nproc=config.nproc)
+    layers = list(BASE_LAYERS)
+    notes = plan.notes
+
+    def usable(layer: str, attempt: Callable[[], None]) -> bool:
+        if layer in config.disabled:
+            notes[layer] = "disabled by configuration (SANDBOX_DISABLE_LAYERS)"
+            return False
+        error = _in_child(attempt)
+        if error is not None:
+            notes[layer] = error
+        return error is None
+
+    if not usable("rlimits", _rlimit_probe):
+        layers.remove("rlimits")
+    if config.uid_base is not None and os.geteuid() == 0:
+        if usable("uid", lambda: _uid_probe(config)):
+            plan.uid_base = config.uid_base
+            layers.append("uid")
+    elif "uid" not in config.disabled:
+        notes["uid"] = "worker is not root (or SANDBOX_UID_BASE unset): jobs keep its uid"
+    # Without a uid of its own a job gets a user namespace: it makes the network namespace
+    # possible unprivileged and gives RLIMIT_NPROC a per-job count.
+    if "netns" in config.disabled:
+        notes["netns"] = "disabled by configuration (SANDBOX_DISABLE_LAYERS)"
+    elif plan.uid_base is None and usable("userns", _userns_probe):
+        plan.userns = True
+        layers += ["userns", "netns"]
+    elif usable("netns", lambda: linux.unshare(linux.CLONE_NEWNET)):
+        plan.netns = True
+        layers.append("netns")
+    if usable("no-new-privs", linux.set_no_new_privs):
+        layers.append("no-new-privs")
+        _plan_landlock(plan, config, layers, usable)
+        _plan_seccomp(plan, config, layers, usable)
+    return plan, tuple(layers)
+
+
+def _plan_landlock(plan: Plan, config: ProbeConfig, layers: list[str],
+                   usable: Callable[[str, Callable[[], None]], bool]) -> None:
+    abi = landlock.abi_version()
+    if abi == 0:
+        plan.notes["landlock-fs"] = "Landlock is not available in this kernel"
+        return
+    policy = landlock.Policy(
+        read_only=read_only_paths(config), read_write=(config.work_root,),
+        allow_exec=config.allow_exec,
+        restrict_net="landlock-net" not in config.disabled,
+        scope="landlock-scope" not in config.disabled,
+    )
+
+    def attempt() -> None:
+        linux.set_no_new_privs()
+        landlock.restrict_self(landlock.build_ruleset(abi, policy))
+        try:
+            open("/etc/shadow", "rb").close()
+        except (PermissionError, FileNotFoundError):
+            return
+        raise RuntimeError("Landlock ruleset loaded but /etc/shadow stayed readable")
+
+    if usable("landlock-fs", attempt):
+        plan.landlock_abi = abi
+        plan.landlock_policy = policy
+        layers += landlock.enforced_layers(abi, policy)
+    for layer in ("landlock-net", "landlock-scope"):
+        if layer in config.disabled:
+            plan.notes[layer] = "disabled by configuration (SANDBOX_DISABLE_LAYERS)"
+
+
+def _plan_seccomp(plan: Plan, config: ProbeConfig, layers: list[str],
+                  usable: Callable[[str, Callable[[], None]], bool]) -> None:
+    if "seccomp" in config.disabled:
+        plan.notes["seccomp"] = "disabled by configuration (SANDBOX_DISABLE_LAYERS)"
+        return
+    try:
+        program = seccomp_filter.compile_filter(config.allow_exec)
+    except Exception as exc:  # missing libseccomp, unknown arch, ...
+        plan.notes["seccomp"] = f"cannot compile the filter: {exc}"
+        return
+
+    def attempt() -> None:
+        linux.set_no_new_privs()
+        linux.load_seccomp_bpf(program)
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        except PermissionError:
+            return
+        raise RuntimeError("seccomp filter loaded but socket() still works")
+
+    if usable("seccomp", attempt):
+        plan.seccomp_bpf = program
+        layers.append("seccomp")
+
+
+def read_only_paths(config: ProbeConfig) -> tuple[str, ...]:
+    """The interpreter, its libraries and site-packages, system libraries.
+
+    A candidate that contains the job root is dropped: granting it would let a job read
+    every other job's directory.
+    """
+    candidates: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix]
+    candidates += [p for p in sys.path if p and os.path.isabs(p)]
+    candidates += _SYSTEM_READ_PATHS + config.extra_read_paths
+    if config.allow_exec:
+        candidates += _EXEC_PATHS
+    root = os.path.realpath(config.work_root)
+    chosen: list[str] = []
+    for path in candidates:
+        real = os.path.realpath(path)
+        if not os.path.exists(real) or real in chosen:
+            continue
+        if root == real or root.startswith(real.rstrip("/") + "/"):
+            continue
+        chosen.append(real)
+    return tuple(chosen)
+
+
+def _rlimit_probe() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+
+def _userns_probe() -> None:
+    uid, gid = os.getuid(), os.getgid()
+    linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNET)
+    linux.write_id_maps(uid, gid)
+    linux.drop_capabilities()
+
+
+def _uid_probe(config: ProbeConfig) -> None:
+    assert config.uid_base is not None
+    uid = config.uid_base
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    # The job's uid must be able to load the interpreter's modules and enter the job root.
+    for path in _must_read(config):
+        try:
+            os.listdir(path) if os.path.isdir(path) else open(path, "rb").close()
+        except PermissionError:
+            raise RuntimeError(
+                f"uid {uid} cannot read {path}: make the interpreter readable by other "
+                "users (e.g. install it outside /root or chmod o+x the parent directories)"
+            ) from None
+    os.stat(config.work_root)
+
+
+def _must_read(config: ProbeConfig) -> Iterable[str]:
+    yield os.path.dirname(os.__file__)
+    yield from (p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p))
+
+
+def _in_child(attempt: Callable[[], None]) -> str | None:
+    """Run ``attempt`` in a forked child; None if it worked, else the error text."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            os.close(read_end)
+            attempt()
+        except BaseException as exc:  # reported to the parent
+            os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:2000])
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        error = fh.read().decode(errors="replace")
+    _, wait_status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(wait_status) != 0:
+        return error or f"probe child ended with status {os.waitstatus_to_exitcode(wait_status)}"
+    return None

@@ -1,0 +1,43 @@
+"""Messages between the supervisor, the zygote and a pre-forked child.
+
+One JSON object per SOCK_SEQPACKET datagram (message boundaries for free), file descriptors
+as SCM_RIGHTS. Both ends are unnamed socketpairs: nothing on the filesystem or in the
+abstract namespace that a job could connect to. Standard library only.
+
+Supervisor -> zygote: ``run`` (fds: stdout, stderr write ends), ``kill``.
+Zygote -> supervisor: ``hello`` (layers, notes), ``started`` (pid), ``exited`` (wait status),
+``error``. Zygote -> child: the ``run`` message with the same two fds.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+MAX_MESSAGE = 64 * 1024
+MAX_FDS = 4
+
+Message = dict[str, Any]
+
+
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, message: Message, fds: list[int] | tuple[int, ...] = ()) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ValueError(f"control message too large ({len(data)} bytes)")
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket) -> tuple[Message | None, list[int]]:
+    """One message and the fds that came with it; ``(None, [])`` at EOF."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    if not data:
+        return None, fds
+    return json.loads(data), fds

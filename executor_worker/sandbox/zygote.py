@@ -1,0 +1,323 @@
+"""ZygoteSandbox: the supervisor side of the pre-forked, layered sandbox.
+
+Runs in the worker's event loop. It starts the zygote (``python -I``, empty environment)
+over an unnamed SOCK_SEQPACKET socketpair, checks the layers the zygote found against
+``SANDBOX_LEVEL``, and per job: writes the job directory, hands the zygote the write ends of
+two pipes it owns, enforces the wall-clock timeout (the zygote kills the job's process
+group), caps output, classifies the ending and collects artifacts. The supervisor holds the
+secrets; no job process is ever its child, shares its uid with the zygote's privileges, or
+holds a descriptor that leads back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import structlog
+
+from executor_worker.sandbox import levels, protocol
+from executor_worker.sandbox.api import SandboxJob, SandboxOutcome, SandboxUnavailable
+from executor_worker.sandbox.jobfiles import collect_artifacts, write_job_files
+from executor_worker.sandbox.output import CappedBuffer
+from executor_worker.sandbox.pipes import PipeReader
+from executor_worker.sandbox.python_binary import real_python
+from executor_worker.sandbox.settings import SandboxSettings
+from executor_worker.sandbox.verdict import Verdict, classify
+from executor_worker.sandbox.zygote_child import SETUP_FAILED_EXIT, SETUP_FAILED_MARKER
+
+log = structlog.get_logger(__name__)
+
+#: Imports zygote_main without running the project's package __init__ files (they pull in
+#: pydantic and the schemas): stub packages whose __path__ points at the source folders.
+_LAUNCHER = (
+    "import sys, types\n"
+    "d = sys.argv[3]\n"
+    "for n, p in (('executor_worker', d.rsplit('/', 1)[0]), ('executor_worker.sandbox', d)):\n"
+    "    m = types.ModuleType(n); m.__path__ = [p]; sys.modules[n] = m\n"
+    "from executor_worker.sandbox import zygote_main\n"
+    "zygote_main.main(sys.argv)\n"
+)
+_SANDBOX_DIR = os.path.dirname(os.path.realpath(__file__))
+_SUPERVISOR_LAYERS = ("timeout", "output-cap")
+_EXIT_GRACE_S = 5.0
+_DRAIN_GRACE_S = 2.0
+
+
+class ZygoteSandbox:
+    def __init__(self, settings: SandboxSettings, *, python: str | None = None) -> None:
+        self._settings = settings
+        self._python = python or real_python()
+        self._root = Path(os.path.realpath(settings.work_dir))
+        self._layers: tuple[str, ...] = ()
+        self._notes: dict[str, str] = {}
+        self._uid_base: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ctrl: socket.socket | None = None
+        self._waiting: dict[str, asyncio.Future[int]] = {}
+        self._free_slots: list[int] = list(range(settings.concurrency))
+        self._slot_sem = asyncio.Semaphore(settings.concurrency)
+        self._start_lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.ready():
+                return
+            self._prepare_root()
+            hello = await self._launch()
+            layers = tuple(hello["layers"]) + _SUPERVISOR_LAYERS
+            self._notes = dict(hello["notes"])
+            try:
+                gaps = levels.check(self._settings.level, layers,
+                                    self._settings.allow_degraded, self._notes)
+            except SandboxUnavailable:
+                await self.close()
+                raise
+            self._layers = layers
+            self._uid_base = self._settings.uid_base if "uid" in layers else None
+            log.info("sandbox.started", kind="zygote", layers=list(layers),
+                     level=self._settings.level, unmet=gaps, notes=self._notes,
+                     preimport_failures=hello.get("preimport_failures"))
+            if gaps:
+                log.warning("sandbox.degraded", level=self._settings.level, missing=gaps)
+
+    def ready(self) -> bool:
+        return self._ctrl is not None and self._proc is not None and self._proc.returncode is None
+
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
+
+    def notes(self) -> dict[str, str]:
+        """Why each missing layer is missing (for health endpoints and logs)."""
+        return dict(self._notes)
+
+    async def close(self) -> None:
+        ctrl, proc = self._ctrl, self._proc
+        self._ctrl = self._proc = None
+        if ctrl is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(ctrl.fileno())
+            ctrl.close()  # the zygote sees EOF, exits; its children follow (death signal)
+        if proc is not None:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self._fail_waiting()
+
+    def _prepare_root(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+        # 0711: job uids may traverse to their own directory but not list the others.
+        os.chmod(self._root, 0o711 if os.geteuid() == 0 else 0o700)
+
+    async def _launch(self) -> protocol.Message:
+        mine, theirs = protocol.socketpair()
+        s = self._settings
+        config = {
+            "prefork": s.prefork_count, "preimport": list(s.preimport_modules),
+            "disabled": sorted(s.disabled_layers), "allow_exec": s.allow_exec,
+            "uid_base": s.uid_base, "work_root": str(self._root),
+            "extra_read_paths": list(s.extra_read_paths), "nproc": s.nproc,
+        }
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self._python, "-I", "-c", _LAUNCHER, json.dumps(config),
+                str(theirs.fileno()), _SANDBOX_DIR,
+                env={},  # the zygote and every job start with nothing of the worker's
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), cwd="/",
+            )
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot start the zygote ({self._python}): {exc}") from exc
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(mine, protocol.MAX_MESSAGE),
+                                          timeout=s.start_timeout_s)
+        except TimeoutError:
+            mine.close()
+            await self._kill_zygote()
+            raise SandboxUnavailable("zygote did not report its layers in time") from None
+        if not data:
+            mine.close()
+            await self._kill_zygote()
+            raise SandboxUnavailable("zygote exited during start-up (see worker stderr)")
+        hello: protocol.Message = json.loads(data)
+        self._ctrl = mine
+        loop.add_reader(mine.fileno(), self._on_ctrl)
+        return hello
+
+    async def _kill_zygote(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+            self._proc = None
+
+    # -- control channel ------------------------------------------------------------------
+
+    def _on_ctrl(self) -> None:
+        assert self._ctrl is not None
+        while True:
+            try:
+                message, _ = protocol.recv(self._ctrl)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = None
+            if message is None:
+                log.error("sandbox.zygote_lost")
+                asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
+                self._ctrl.close()
+                self._ctrl = None
+                self._fail_waiting()
+                return
+            if message.get("op") == "exited":
+                fut = self._waiting.get(message["id"])
+                if fut is not None and not fut.done():
+                    fut.set_result(int(message["status"]))
+
+    def _fail_waiting(self) -> None:
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(SandboxUnavailable("the zygote exited"))
+
+    def _send(self, message: protocol.Message, fds: tuple[int, ...] = ()) -> None:
+        if self._ctrl is None:
+            raise SandboxUnavailable("the zygote is not running")
+        # Messages are tiny and the zygote drains its socket at once; a full buffer means a
+        # wedged zygote, which is a broken sandbox.
+        self._ctrl.setblocking(True)
+        self._ctrl.settimeout(5.0)
+        try:
+            protocol.send(self._ctrl, message, fds)
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot reach the zygote: {exc}") from exc
+        finally:
+            self._ctrl.setblocking(False)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def run(self, job: SandboxJob) -> SandboxOutcome:
+        if not self.ready():
+            await self.start()  # the zygote died: start a new one (or raise)
+        async with self._slot_sem:
+            slot = self._free_slots.pop()
+            try:
+                return await self._run_in_slot(job, slot)
+            finally:
+                self._free_slots.append(slot)
+
+    async def _run_in_slot(self, job: SandboxJob, slot: int) -> SandboxOutcome:
+        job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self._root))
+        out, err = CappedBuffer(job.max_output_bytes), CappedBuffer(job.max_output_bytes)
+        readers: list[PipeReader] = []
+        key = uuid.uuid4().hex
+        try:
+            write_job_files(job_dir, job)
+            if self._uid_base is not None:
+                uid = self._uid_base + slot
+                os.chown(job_dir, uid, uid)
+            os.chmod(job_dir, 0o700)
+            return await self._supervise(job, job_dir, slot, key, out, err, readers)
+        finally:
+            for reader in readers:
+                reader.close()
+            self._waiting.pop(key, None)
+            _remove_tree(job_dir)
+
+    async def _supervise(self, job: SandboxJob, job_dir: Path, slot: int, key: str,
+                         out: CappedBuffer, err: CappedBuffer,
+                         readers: list[PipeReader]) -> SandboxOutcome:
+        loop = asyncio.get_running_loop()
+        hard_cap = job.max_output_bytes * self._settings.output_kill_factor
+        flooded: list[str] = []
+
+        def check_flood() -> None:
+            for name, buf in (("stdout", out), ("stderr", err)):
+                if buf.total > hard_cap and not flooded:
+                    flooded.append(name)
+                    with contextlib.suppress(SandboxUnavailable):
+                        self._send({"op": "kill", "id": key})
+
+        (out_r, out_w), (err_r, err_w) = os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
+        readers += [PipeReader(loop, out_r, out, check_flood),
+                    PipeReader(loop, err_r, err, check_flood)]
+        fut: asyncio.Future[int] = loop.create_future()
+        self._waiting[key] = fut
+        limits = {
+            "memory": job.memory_mb * 1024 * 1024,
+            "cpu": job.cpu_s or int(job.timeout_s) + 1,
+            "fsize": job.max_file_bytes,
+            "nofile": self._settings.nofile,
+            "nproc": self._settings.nproc,
+        }
+        start = time.monotonic()
+        try:
+            self._send({"op": "run", "id": key, "dir": str(job_dir), "slot": slot,
+                        "limits": limits}, (out_w, err_w))
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        timed_out = False
+        try:
+            status = await asyncio.wait_for(asyncio.shield(fut), timeout=job.timeout_s)
+        except TimeoutError:
+            timed_out = True
+            self._send({"op": "kill", "id": key})
+            try:
+                status = await asyncio.wait_for(fut, timeout=_EXIT_GRACE_S)
+            except TimeoutError:
+                raise SandboxUnavailable("the zygote did not report a killed job") from None
+        duration_ms = (time.monotonic() - start) * 1000
+        with contextlib.suppress(TimeoutError):
+            # The process group is dead: EOF follows unless something escaped it.
+            await asyncio.wait_for(asyncio.gather(*(r.done for r in readers)), _DRAIN_GRACE_S)
+        returncode = os.waitstatus_to_exitcode(status)
+        stderr = err.text()
+        if returncode == SETUP_FAILED_EXIT and stderr.startswith(SETUP_FAILED_MARKER):
+            raise SandboxUnavailable(stderr.strip())
+        verdict = classify(returncode, timed_out, stderr, job)
+        if flooded and not timed_out:
+            verdict = Verdict("failed", None, verdict.signal, "output_limit",
+                              f"output limit exceeded: more than {hard_cap} bytes on "
+                              f"{flooded[0]}")
+        return SandboxOutcome(
+            status=verdict.status, exit_code=verdict.exit_code, signal=verdict.signal,
+            reason_code=verdict.reason_code, reason=verdict.reason,
+            stdout=out.text(), stderr=stderr,
+            stdout_truncated=out.truncated, stderr_truncated=err.truncated,
+            duration_ms=duration_ms, artifacts=collect_artifacts(job_dir, job),
+            layers=self._layers,
+        )
+
+
+def _remove_tree(path: Path) -> None:
+    def retry_writable(func: object, target: str, _exc: object) -> None:
+        # A job may chmod its own subdirectories to 000; the worker owns the cleanup.
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.rmdir(target)
+            else:
+                os.unlink(target)
+
+    shutil.rmtree(path, onerror=retry_writable)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+

@@ -1,0 +1,211 @@
+"""One job process: forked by the zygote ahead of time, confined when its job arrives.
+
+Before a job exists the child does the job-independent, slow part (own session, new network
+namespace). When the ``run`` message arrives it chdirs into the job directory, builds the
+Landlock ruleset while it can still open paths, takes the job's stdout/stderr, closes every
+other descriptor (the zygote's and the supervisor's channels included), sets rlimits, drops
+to the slot's uid (or drops capabilities), sets no-new-privs, enforces Landlock and seccomp,
+and only then reads and runs the code. Any failure before the code runs aborts the job:
+a weaker sandbox than reported is never used. Standard library only.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+import traceback
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+from executor_worker.sandbox import landlock, linux, protocol
+
+#: Exit status and stderr marker for "the sandbox could not be set up" (never user code).
+SETUP_FAILED_EXIT = 119
+SETUP_FAILED_MARKER = "llmexec-sandbox: setup failed:"
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Plan:
+    """Which layers the zygote found usable and will apply to every child."""
+
+    netns: bool = False
+    userns: bool = False
+    uid_base: int | None = None
+    landlock_abi: int = 0
+    landlock_policy: landlock.Policy | None = None
+    seccomp_bpf: bytes | None = None
+    nproc: int = 64
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """What a child set up before its job arrived."""
+
+    ruleset: int = -1  # Landlock ruleset fd holding the read-only rules
+    baseline_vm: int = 0  # bytes mapped before the job: RLIMIT_AS comes on top
+    main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
+
+
+def prepare(plan: Plan) -> Prepared:
+    """Job-independent setup, done right after the fork so a job does not wait for it."""
+    os.setsid()  # own session and process group: killpg reaches every descendant
+    if plan.userns:
+        uid, gid = os.getuid(), os.getgid()
+        linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNET)
+        linux.write_id_maps(uid, gid)
+    elif plan.netns:
+        linux.unshare(linux.CLONE_NEWNET)
+    ready = Prepared()
+    if plan.landlock_abi and plan.landlock_policy is not None:
+        ready.ruleset = landlock.build_ruleset(plan.landlock_abi, plan.landlock_policy)
+    with open("/proc/self/statm") as fh:
+        ready.baseline_vm = int(fh.read().split()[0]) * _PAGE
+    # Text layers over fds 0-2 now; dup2 swaps the files underneath them at dispatch.
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                      closefd=False, buffering=1)
+    return ready
+
+
+def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
+    """Wait for the job, confine, run it; returns the exit status for os._exit."""
+    message, fds = protocol.recv(chan)
+    if message is None or message.get("op") != "run" or len(fds) != 2:
+        return 0  # the zygote is shutting down its pool
+    out_fd, err_fd = fds
+    try:
+        _confine(message, plan, ready, out_fd, err_fd, chan)
+    except BaseException as exc:  # any failure means: do not run the code
+        _report_setup_failure(exc)
+        return SETUP_FAILED_EXIT
+    return _execute(ready.main)
+
+
+def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, err_fd: int,
+             chan: socket.socket) -> None:
+    job_dir: str = message["dir"]
+    slot: int = message["slot"]
+    limits: dict[str, int] = message["limits"]
+    os.chdir(job_dir)
+    ruleset = ready.ruleset
+    if ruleset >= 0:
+        assert plan.landlock_policy is not None
+        landlock.allow_read_write(ruleset, plan.landlock_abi, (job_dir,),
+                                  plan.landlock_policy.allow_exec)
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    chan.detach()
+    # Nothing but stdin/stdout/stderr (and the ruleset, closed once enforced) survives:
+    # no path back to the zygote, the supervisor or another job.
+    top = 2**31 - 1  # close_range() makes the size of the range free
+    if ruleset >= 0:
+        os.closerange(3, ruleset)
+        os.closerange(ruleset + 1, top)
+    else:
+        os.closerange(3, top)
+    _set_rlimits(limits, plan, ready.baseline_vm)
+    if plan.uid_base is not None:
+        uid = plan.uid_base + slot
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    elif os.geteuid() == 0 or plan.userns:
+        linux.drop_capabilities()
+    # After the uid change: the kernel clears the parent-death signal on credential changes.
+    linux.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() == 1:
+        raise RuntimeError("zygote exited during setup")
+    linux.set_no_new_privs()
+    if ruleset >= 0:
+        landlock.restrict_self(ruleset)
+    if plan.seccomp_bpf is not None:
+        linux.load_seccomp_bpf(plan.seccomp_bpf)
+    os.environ.clear()
+    os.environ.update({"HOME": job_dir, "TMPDIR": job_dir, "LC_CTYPE": "C.UTF-8"})
+
+
+def _set_rlimits(limits: dict[str, int], plan: Plan, baseline: int) -> None:
+    # The zygote's own mappings (interpreter, pre-imported libraries) are shared, already
+    # paid for, and count towards RLIMIT_AS: the job's budget comes on top of them.
+    nproc = limits["nproc"]
+    if plan.uid_base is None and not plan.userns:
+        # Shared uid and no user namespace: RLIMIT_NPROC counts every task of the uid
+        # (the worker's included), so the budget sits on top of what exists now.
+        nproc += _tasks_of_uid(os.getuid())
+    for which, soft, hard in (
+        (resource.RLIMIT_AS, baseline + limits["memory"], baseline + limits["memory"]),
+        # soft CPU limit raises SIGXCPU (reported as cpu_limit); hard one is a SIGKILL
+        # for code that catches SIGXCPU.
+        (resource.RLIMIT_CPU, limits["cpu"], limits["cpu"] + 1),
+        (resource.RLIMIT_FSIZE, limits["fsize"], limits["fsize"]),
+        (resource.RLIMIT_NOFILE, limits["nofile"], limits["nofile"]),
+        (resource.RLIMIT_NPROC, nproc, nproc),
+        (resource.RLIMIT_CORE, 0, 0),
+    ):
+        resource.setrlimit(which, (soft, hard))
+
+
+def _tasks_of_uid(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:
+                continue
+    return count
+
+
+def _report_setup_failure(exc: BaseException) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, f"{SETUP_FAILED_MARKER} {type(exc).__name__}: {exc}\n".encode())
+
+
+def _execute(main: types.ModuleType) -> int:
+    """Run main.py as ``__main__`` with ``inputs`` bound, like ``python main.py`` would."""
+    sys.argv = ["main.py"]
+    sys.modules["__main__"] = main
+    status = 0
+    try:
+        with open("inputs.json", encoding="utf-8") as fh:
+            main.__dict__.update(inputs=json.load(fh), __file__="main.py",
+                                 __builtins__=builtins)
+        with open("main.py", encoding="utf-8") as fh:
+            source = fh.read()
+        exec(compile(source, "main.py", "exec"), main.__dict__)
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException as exc:  # report like the interpreter would
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next
+                                  if exc.__traceback__ else None)
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    return status
+
+
+def _exit_status(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1

@@ -1,0 +1,205 @@
+"""The zygote: a pre-forked interpreter that forks one confined child per job.
+
+Started by the supervisor as ``python -I`` with an empty environment, before the worker's
+secrets could be inherited, and it never receives any: only job directories, limits and the
+write ends of the job's output pipes. It probes the host's layers, optionally pre-imports
+heavy modules once, keeps children forked ahead, reaps every process that ends up under it
+(it is a child subreaper, so a job's orphans come back to it) and kills a job's whole
+process group when its leader exits or the supervisor asks. Standard library only.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+from executor_worker.sandbox import linux, probe, protocol, zygote_child
+
+#: Thread-pool knobs for pre-imported numeric libraries: a forked child inherits no threads,
+#: and a pool sized for the host would oversubscribe the job's share of it.
+_THREAD_KNOBS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMEXPR_NUM_THREADS")
+
+
+class Zygote:
+    def __init__(self, ctrl: socket.socket, plan: zygote_child.Plan, prefork: int) -> None:
+        self._ctrl = ctrl
+        self._plan = plan
+        self._prefork = max(prefork, 1)
+        self._idle: collections.deque[tuple[int, socket.socket]] = collections.deque()
+        self._jobs: dict[int, tuple[str, int]] = {}  # pid -> (job id, slot)
+        self._pids: dict[str, int] = {}  # job id -> pid
+        self._sweep_uids: dict[int, int] = {}  # sweeper pid -> slot uid
+        self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wakeup_w)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(ctrl, selectors.EVENT_READ, "ctrl")
+        self._selector.register(self._wakeup_r, selectors.EVENT_READ, "child")
+
+    def serve(self) -> None:
+        self._fill_pool()
+        while True:
+            for key, _ in self._selector.select():
+                if key.data == "child":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wakeup_r, 4096)
+                    self._reap()
+                elif not self._on_message():
+                    return
+            self._fill_pool()
+
+    def _on_message(self) -> bool:
+        message, fds = protocol.recv(self._ctrl)
+        if message is None:
+            return False  # supervisor gone: children die with us (parent-death signal)
+        try:
+            if message["op"] == "run":
+                self._dispatch(message, fds)
+            elif message["op"] == "kill":
+                pid = self._pids.get(message["id"])
+                if pid is not None:
+                    _killpg(pid)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
+        while True:
+            if not self._idle:
+                self._fill_pool(1)
+            pid, chan = self._idle.popleft()
+            try:
+                protocol.send(chan, message, fds)
+                break
+            except OSError:
+                continue  # that child died while idle; take the next
+            finally:
+                chan.close()
+        self._jobs[pid] = (message["id"], message["slot"])
+        self._pids[message["id"]] = pid
+        protocol.send(self._ctrl, {"op": "started", "id": message["id"], "pid": pid})
+
+    def _fill_pool(self, wanted: int | None = None) -> None:
+        while len(self._idle) < (wanted or self._prefork):
+            self._idle.append(self._fork_child())
+
+    def _fork_child(self) -> tuple[int, socket.socket]:
+        mine, theirs = protocol.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            status = zygote_child.SETUP_FAILED_EXIT
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                # Forget the zygote's channels before anything else: detach so a later
+                # garbage collection cannot close a number the job reuses.
+                for sock in [self._ctrl, mine, *(chan for _, chan in self._idle)]:
+                    sock.detach()
+                self._idle.clear()
+                self._jobs.clear()
+                self._pids.clear()
+                os.closerange(3, theirs.fileno())
+                os.closerange(theirs.fileno() + 1, 2**31 - 1)
+                ready = zygote_child.prepare(self._plan)
+                status = zygote_child.serve_one(theirs, self._plan, ready)
+            finally:
+                os._exit(status)
+        theirs.close()
+        return pid, mine
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            job = self._jobs.pop(pid, None)
+            if job is not None:
+                # The leader is still an unreaped zombie, so its pid (the group id) cannot
+                # be reused yet: whatever it left running in its group dies now.
+                _killpg(pid)
+            _, status = os.waitpid(pid, 0)
+            if job is None:
+                self._idle = collections.deque(c for c in self._idle if c[0] != pid)
+                self._sweep_uids.pop(pid, None)
+                continue
+            job_id, slot = job
+            self._pids.pop(job_id, None)
+            if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
+                self._sweep(self._plan.uid_base + slot)
+            protocol.send(self._ctrl, {"op": "exited", "id": job_id, "status": status})
+
+    def _sweep(self, uid: int) -> None:
+        """Without seccomp a job can setsid() out of its group; its uid cannot escape."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, signal.SIGKILL)  # every process of this uid but ourselves
+            finally:
+                os._exit(0)
+        self._sweep_uids[pid] = uid
+
+
+def _killpg(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _preimport(modules: list[str]) -> dict[str, str]:
+    for knob in _THREAD_KNOBS:
+        os.environ[knob] = "1"
+    failures = {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a missing optional module is not fatal
+            failures[name] = f"{type(exc).__name__}: {exc}"
+    return failures
+
+
+def main(argv: list[str]) -> None:
+    config = json.loads(argv[1])
+    ctrl = socket.socket(fileno=int(argv[2]))
+    linux.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() == 1:
+        return  # the supervisor died before we armed the parent-death signal
+    linux.set_child_subreaper()
+    failures = _preimport(config["preimport"])
+    probe_config = probe.ProbeConfig(
+        work_root=config["work_root"],
+        uid_base=config["uid_base"],
+        disabled=frozenset(config["disabled"]),
+        allow_exec=config["allow_exec"],
+        extra_read_paths=tuple(config["extra_read_paths"]),
+        nproc=config["nproc"],
+    )
+    plan, layers = probe.detect(probe_config)
+    protocol.send(ctrl, {
+        "op": "hello", "pid": os.getpid(), "layers": list(layers), "notes": plan.notes,
+        "preimport_failures": failures,
+        "read_only": list(plan.landlock_policy.read_only) if plan.landlock_policy else [],
+    })
+    # Move everything allocated so far out of the collector's reach: a collection in a child
+    # would otherwise write to (and so copy) every page of the zygote's heap.
+    gc.collect()
+    gc.freeze()
+    Zygote(ctrl, plan, config["prefork"]).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
