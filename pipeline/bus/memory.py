@@ -20,6 +20,7 @@ from pipeline.bus.memory_store import MemoryCheckpointStore
 from pipeline.bus.memory_subscription import MemorySubscription
 from pipeline.bus.ports import (
     MAX_EVENT_BYTES,
+    Checkpoint,
     OutgoingEvent,
     ReceivedEvent,
     StartPosition,
@@ -126,6 +127,9 @@ class MemoryBus:
 
     async def partition_ids(self, hub: str) -> list[str]:
         return [p.partition_id for p in self.hub(hub).partitions]
+
+    async def list_checkpoints(self, hub: str, consumer_group: str) -> list[Checkpoint]:
+        return await self.store.list_checkpoints(hub, consumer_group)
 
     def connected(self) -> bool:
         return not self._closed

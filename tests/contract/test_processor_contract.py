@@ -102,8 +102,7 @@ class HubReader:
 
 
 async def checkpoints(bus: Bus) -> dict[str, int]:
-    store = bus.store  # type: ignore[attr-defined]
-    return {c.partition_id: c.sequence_number for c in await store.list_checkpoints(HUBS.requests, "workers")}
+    return {c.partition_id: c.sequence_number for c in await bus.list_checkpoints(HUBS.requests, "workers")}
 
 
 async def eventually(cond: Callable[[], bool], timeout: float = 10, what: str = "") -> None:

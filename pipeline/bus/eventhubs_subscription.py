@@ -1,0 +1,157 @@
+"""A consumer-group member on Event Hubs: the SDK's EventHubConsumerClient with the blob
+checkpoint store balances partitions; our processor handles what it delivers.
+
+Checkpoints are written by the SDK's ``PartitionContext.update_checkpoint`` and so stay in
+its blob-metadata format (``sequencenumber``, ``offset``), which KEDA's azure-eventhub
+scaler reads with ``checkpointStrategy: blobMetadata``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from azure.eventhub import CloseReason, EventData
+from azure.eventhub.aio import EventHubConsumerClient
+from azure.eventhub.aio import PartitionContext as SdkPartitionContext
+
+from pipeline.bus.ports import PartitionReceiver, ReceivedEvent, StartPosition
+
+if TYPE_CHECKING:
+    from pipeline.bus.eventhubs import EventHubsBus
+
+log = structlog.get_logger(__name__)
+
+_START = {"earliest": "-1", "latest": "@latest"}
+
+
+def body_bytes(event: EventData) -> bytes:
+    body: Any = event.body
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode()
+    try:
+        return b"".join(bytes(part) for part in body)
+    except TypeError:
+        return repr(body).encode()  # a VALUE/SEQUENCE body: kept so the dead letter shows it
+
+
+def to_received(event: EventData, partition_id: str) -> ReceivedEvent:
+    props = {
+        (k.decode() if isinstance(k, bytes) else str(k)):
+        (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in (event.properties or {}).items()
+    }
+    return ReceivedEvent(
+        body=body_bytes(event),
+        partition_id=partition_id,
+        offset=str(event.offset),
+        sequence_number=int(event.sequence_number or 0),
+        enqueued_time=event.enqueued_time or datetime.now(UTC),
+        partition_key=(event.partition_key.decode() if isinstance(event.partition_key, bytes)
+                       else event.partition_key),
+        properties=props,
+    )
+
+
+@dataclass
+class EventHubsPartitionContext:
+    hub: str
+    consumer_group: str
+    partition_id: str
+    sdk: SdkPartitionContext
+    #: SDK events not yet covered by a checkpoint, by sequence number.
+    pending: dict[int, EventData] = field(default_factory=dict)
+
+    async def checkpoint(self, event: ReceivedEvent) -> None:
+        from pipeline.bus.eventhubs import translate
+
+        sdk_event = self.pending.get(event.sequence_number)
+        if sdk_event is None:
+            return  # already covered by a later checkpoint
+        try:
+            await self.sdk.update_checkpoint(sdk_event)
+        except Exception as exc:
+            raise translate(exc, f"checkpointing {self.hub}/{self.partition_id}") from exc
+        for seq in [s for s in self.pending if s <= event.sequence_number]:
+            del self.pending[seq]
+
+
+class EventHubsSubscription:
+    def __init__(self, bus: EventHubsBus, hub: str, consumer_group: str, *, owner_id: str,
+                 start: StartPosition) -> None:
+        self._bus = bus
+        self.hub = hub
+        self.consumer_group = consumer_group
+        self.owner_id = owner_id
+        self._start = start
+        self._contexts: dict[str, EventHubsPartitionContext] = {}
+        self._client: EventHubConsumerClient | None = None
+        self._stopping = asyncio.Event()
+
+    def owned_partitions(self) -> frozenset[str]:
+        return frozenset(self._contexts)
+
+    async def run(self, receiver: PartitionReceiver) -> None:
+        store = await self._bus.checkpoint_store()
+        self._client = EventHubConsumerClient.from_connection_string(
+            self._bus.connection_string,
+            consumer_group=self.consumer_group,
+            eventhub_name=self.hub,
+            checkpoint_store=store,
+            load_balancing_interval=self._bus.load_balancing_interval_s,
+            partition_ownership_expiration_interval=self._bus.ownership_expiry_s,
+            **self._bus.consumer_kwargs(),
+        )
+
+        async def on_init(sdk: SdkPartitionContext) -> None:
+            ctx = EventHubsPartitionContext(self.hub, self.consumer_group, sdk.partition_id, sdk)
+            self._contexts[sdk.partition_id] = ctx
+            await receiver.on_open(ctx)
+
+        async def on_batch(sdk: SdkPartitionContext, events: list[EventData]) -> None:
+            ctx = self._contexts.get(sdk.partition_id)
+            if ctx is None or not events:
+                return
+            received = []
+            for event in events:
+                ours = to_received(event, sdk.partition_id)
+                ctx.pending[ours.sequence_number] = event
+                received.append(ours)
+            await receiver.on_events(ctx, received)
+
+        async def on_close(sdk: SdkPartitionContext, reason: CloseReason) -> None:
+            ctx = self._contexts.pop(sdk.partition_id, None)
+            if ctx is not None:
+                why = "shutdown" if reason == CloseReason.SHUTDOWN else "ownership_lost"
+                await receiver.on_close(ctx, why)
+
+        async def on_error(sdk: SdkPartitionContext | None, error: Exception) -> None:
+            log.warning("eventhubs.error", hub=self.hub,
+                        partition=sdk.partition_id if sdk else None, error=repr(error))
+
+        async with self._client:
+            receiving = asyncio.create_task(self._client.receive_batch(
+                on_batch, max_batch_size=self._bus.max_batch,
+                starting_position=_START[self._start],
+                on_partition_initialize=on_init, on_partition_close=on_close,
+                on_error=on_error,
+            ))
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait([receiving, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not receiving.done():
+                await self._client.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+
+__all__ = ["EventHubsPartitionContext", "EventHubsSubscription"]
