@@ -1,49 +1,155 @@
-"""What the model is told: the execution environment, the tool it must call, the task."""
+"""What the model is told: the sandbox exactly as configured, the tool it must call, the task
+and the attempts that failed.
+
+The system prompt depends only on settings, so it is byte-identical across requests and
+cached (``cache_control``); everything per request goes in the user message.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from pydantic import JsonValue
 
-from schemas import AttemptRecord
+from llm_worker.validation import DISALLOWED
+from pipeline.settings import ExecutionSettings, LlmSettings
+from schemas import AttemptRecord, Route
+
+TOOL_NAME = "submit_code"
+#: Per-attempt caps in the user message, so a long repair history stays a bounded prompt.
+CODE_CHARS, OUTPUT_CHARS, INPUTS_CHARS = 24_000, 4_000, 8_000
 
 SUBMIT_CODE_TOOL: dict[str, Any] = {
-    "name": "submit_code",
-    "description": "Submit the complete Python program that answers the task.",
+    "name": TOOL_NAME,
+    "description": "Submit the complete Python program that performs the task, with your "
+                   "estimate of what it needs to run. This is the only way to answer.",
+    "strict": True,
     "input_schema": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "code": {"type": "string", "description": "A complete Python 3 program."},
+            "code": {"type": "string",
+                     "description": "The complete program (main.py). It prints the answer."},
             "route": {"type": "string", "enum": ["light", "heavy"],
-                      "description": "light for small work, heavy for big CPU/memory work."},
-            "route_reason": {"type": "string"},
+                      "description": "light unless the work needs more time or memory than "
+                                     "the light limits, or packages only heavy has."},
+            "route_reason": {"type": "string",
+                             "description": "One sentence: why this route."},
+            "expected_runtime_s": {"type": "number",
+                                   "description": "Estimated wall time in seconds."},
+            "expected_memory_mb": {"type": "number",
+                                   "description": "Estimated peak memory in MiB."},
+            "packages": {"type": "array", "items": {"type": "string"},
+                         "description": "Modules imported beyond the standard library."},
         },
-        "required": ["code", "route"],
+        "required": ["code", "route", "route_reason", "expected_runtime_s",
+                     "expected_memory_mb", "packages"],
     },
 }
 
 
-def system_prompt() -> str:
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return (
-        f"You write Python {version} programs that run in an isolated sandbox with no network "
-        "access and no secrets. The program's input, if any, is in the variable `inputs` and "
-        "in the file `inputs.json` in the working directory. Print the answer to stdout. "
-        "Files written to the working directory come back as artifacts. Only the standard "
-        "library is guaranteed. Always answer by calling the submit_code tool."
+def system_prompt(llm: LlmSettings, execution: ExecutionSettings) -> str:
+    light = ", ".join(llm.light_packages) or "none"
+    heavy = ", ".join(llm.heavy_packages) or "none"
+    e = execution
+    disallowed = "\n".join(
+        f"- {rule}: {why} ({', '.join(names)})" for (rule, why), names in _by_reason().items()
     )
+    return f"""\
+You write Python programs that run unattended in an isolated sandbox. Nobody reads your \
+code before it runs, and nobody can answer questions: the program must work as written.
+
+# Execution environment
+- Python {llm.sandbox_python_version}, standard library available.
+- Packages beyond the standard library (import names):
+  - light route: {light}
+  - heavy route: {heavy}
+  Nothing else is installed and nothing can be installed (no pip).
+- Input: the variable `inputs` is already defined (the request's JSON value, None if none); \
+the same value is in the file inputs.json in the working directory.
+- Output: print the answer to stdout; that is what the user gets. stdout and stderr are each \
+capped at {e.max_output_bytes} bytes. Files written in the working directory come back as \
+artifacts (write them there, with relative paths). The exit status 0 means success; an \
+uncaught exception is a failure and its traceback is shown to you.
+- Limits per route (the program is killed when it exceeds them):
+  - light: {e.execution_timeout:g} s wall time, {e.execution_memory_mb} MiB memory.
+  - heavy: {e.heavy_job_timeout:g} s wall time, {e.heavy_job_memory_mb} MiB memory \
+(a batch job: slower to start, use it only when light does not fit).
+- Not available (the program is rejected before it runs if it uses them):
+{disallowed}
+- No display, no GUI, no interactive input, no secrets, no environment variables.
+
+# How to answer
+Always answer by calling the {TOOL_NAME} tool, once, with:
+- code: the complete program, deterministic where possible; print clear, final results \
+(not debugging output).
+- route, route_reason, expected_runtime_s, expected_memory_mb: an honest estimate for this \
+input size; choose light unless the estimate does not fit the light limits or you need a \
+package only the heavy route has.
+- packages: every module you import beyond the standard library.
+
+# When earlier attempts failed
+You get each failed attempt's code with its validation report, or the error, traceback and \
+output it produced. Find the root cause and fix it; keep what worked. Do not hide a failure \
+(no blanket try/except that prints a made-up result): a program that cannot compute the \
+answer must fail loudly. If an attempt ran out of time or memory, make the program cheaper \
+or raise the estimate so it is routed to heavy.
+"""
 
 
-def render_user_message(prompt: str, inputs: JsonValue, history: list[AttemptRecord]) -> str:
-    parts = [f"Task:\n{prompt}"]
+def _by_reason() -> dict[tuple[str, str], list[str]]:
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for name, reason in DISALLOWED.items():
+        grouped.setdefault(reason, []).append(name)
+    return grouped
+
+
+def render_task(prompt: str, inputs: JsonValue, history: list[AttemptRecord],
+                requested: Route) -> str:
+    parts = [f"<task>\n{prompt}\n</task>"]
+    if requested is not Route.AUTO:
+        parts.append(f"The request asks for the {requested.value} route; use only what "
+                     f"the {requested.value} route has.")
     if inputs is not None:
-        parts.append("inputs (JSON):\n" + json.dumps(inputs)[:20_000])
+        text = json.dumps(inputs, ensure_ascii=False)
+        note = ""
+        if len(text) > INPUTS_CHARS:
+            text, note = text[:INPUTS_CHARS], " truncated here; the program gets all of it"
+        parts.append(f"<inputs type=\"{type(inputs).__name__}\" chars=\"{len(text)}\"{note}>"
+                     f"\n{text}\n</inputs>")
     for record in history:
-        parts.append(
-            f"Attempt {record.attempt} failed.\nCode:\n{record.code}\n"
-            f"Error: {record.error.message if record.error else 'unknown'}"
-        )
+        parts.append(render_attempt(record))
+    if history:
+        parts.append(f"Attempt {history[-1].attempt} failed. Fix it and call {TOOL_NAME} "
+                     "with the complete corrected program.")
     return "\n\n".join(parts)
+
+
+def render_attempt(record: AttemptRecord) -> str:
+    status = record.status.value if record.status else "failed"
+    source = "the user's code" if record.source == "user" else "your code"
+    lines = [f"<attempt number=\"{record.attempt}\" outcome=\"{status}\" source=\"{source}\">",
+             f"<code>\n{_clip(record.code or '', CODE_CHARS)}\n</code>"]
+    if record.validation is not None and not record.validation.ok:
+        lines.append("<validation_report>")
+        lines.extend(f"- {i.rule}" + (f" (line {i.line})" if i.line else "") + f": {i.message}"
+                     for i in record.validation.issues)
+        lines.append("</validation_report>")
+    elif record.error is not None:
+        lines.append(f"<error code=\"{record.error.code}\">{record.error.message}</error>")
+        details = record.error.details
+        for key in ("stderr", "stdout"):
+            text = details.get(key)
+            if isinstance(text, str) and text:
+                lines.append(f"<{key}>\n{_clip(text, OUTPUT_CHARS)}\n</{key}>")
+    lines.append("</attempt>")
+    return "\n".join(lines)
+
+
+def _clip(text: str, limit: int) -> str:
+    """Keep head and tail: a traceback's last lines are the useful ones."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"

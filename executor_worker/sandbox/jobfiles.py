@@ -40,6 +40,8 @@ def collect_artifacts(job_dir: Path, job: SandboxJob) -> list[Artifact]:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue  # symlinks, fifos, sockets: never read through them
+            if st.st_nlink > 1:
+                continue  # a hard link may name a file outside the job (a worker secret)
             found.append(_artifact(path, rel, st.st_size, job.max_artifact_inline_bytes))
             if len(found) >= MAX_ARTIFACTS:
                 return found

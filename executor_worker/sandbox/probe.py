@@ -84,8 +84,9 @@ def _plan_landlock(plan: Plan, config: ProbeConfig, layers: list[str],
     if abi == 0:
         plan.notes["landlock-fs"] = "Landlock is not available in this kernel"
         return
+    # read_write stays empty: each job's own directory is added at dispatch, nothing else.
     policy = landlock.Policy(
-        read_only=read_only_paths(config), read_write=(config.work_root,),
+        read_only=read_only_paths(config), read_write=(),
         allow_exec=config.allow_exec,
         restrict_net="landlock-net" not in config.disabled,
         scope="landlock-scope" not in config.disabled,

@@ -57,6 +57,12 @@ def classify(returncode: int | None, timed_out: bool, stderr: str, job: SandboxJ
             "failed", returncode, None, "memory_limit",
             f"memory limit exceeded ({job.memory_mb} MiB)",
         )
+    if "[Errno 27] File too large" in tail:
+        # CPython ignores SIGXFSZ, so RLIMIT_FSIZE surfaces as an EFBIG exception.
+        return Verdict(
+            "failed", returncode, None, "file_size_limit",
+            f"file size limit exceeded ({job.max_file_bytes} bytes)",
+        )
     last = next((ln for ln in reversed(tail.splitlines()) if ln.strip()), "")
     return Verdict(
         "failed", returncode, None, "nonzero_exit",

@@ -1,0 +1,251 @@
+"""The job against the worker, the host and other jobs: files, /proc, signals, ptrace,
+privileges, symlinks, exec."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.security.conftest import CANARY, WORKER_MEMORY_SECRET, Harness
+
+pytestmark = pytest.mark.security
+
+TRY = (
+    "def attempt(label, fn):\n"
+    "    try:\n"
+    "        result = fn()\n"
+    "        print(label, 'ALLOWED', repr(result)[:200])\n"
+    "    except BaseException as exc:\n"
+    "        print(label, 'DENIED', type(exc).__name__)\n"
+)
+
+
+def denied(stdout: str, *labels: str) -> None:
+    for label in labels:
+        assert f"{label} DENIED" in stdout, f"{label} was not denied:\n{stdout}"
+
+
+async def test_etc_shadow_is_unreadable(harness: Harness) -> None:
+    code = TRY + "attempt('shadow', lambda: open('/etc/shadow').read())\n"
+    outcome = await harness.run(code)
+    denied(outcome.stdout, "shadow")
+    assert "root:" not in outcome.stdout
+
+
+async def test_worker_environment_and_memory_are_out_of_reach(harness: Harness) -> None:
+    assert WORKER_MEMORY_SECRET  # alive in this process's heap during the attack
+    code = TRY + (
+        "import os, re\n"
+        "sup, zyg = inputs['supervisor'], os.getppid()\n"
+        "print('env', dict(os.environ))\n"
+        "attempt('sup-environ', lambda: open(f'/proc/{sup}/environ', 'rb').read())\n"
+        "attempt('zyg-environ', lambda: open(f'/proc/{zyg}/environ', 'rb').read())\n"
+        "attempt('self-environ', lambda: open('/proc/self/environ', 'rb').read())\n"
+        "attempt('sup-cmdline', lambda: open(f'/proc/{sup}/cmdline', 'rb').read())\n"
+        "def read_mem():\n"
+        "    maps = open(f'/proc/{sup}/maps').read()\n"
+        "    start = int(re.search(r'^([0-9a-f]+)-.*\\[heap\\]', maps, re.M).group(1), 16)\n"
+        "    with open(f'/proc/{sup}/mem', 'rb') as mem:\n"
+        "        mem.seek(start)\n"
+        "        return mem.read(1 << 20)\n"
+        "attempt('sup-mem', read_mem)\n"
+        "attempt('pid1-environ', lambda: open('/proc/1/environ', 'rb').read())\n"
+        "attempt('secret-file', lambda: open(inputs['secret_file']).read())\n"
+    )
+    outcome = await harness.run(
+        code, inputs={"supervisor": os.getpid(), "secret_file": str(harness.secret_file)}
+    )
+    assert outcome.status == "succeeded", outcome
+    denied(outcome.stdout, "sup-environ", "zyg-environ", "sup-mem", "pid1-environ",
+           "secret-file", "sup-cmdline")
+    assert "LLM_API_KEY" not in outcome.stdout
+
+
+async def test_other_jobs_directories_are_invisible(harness: Harness) -> None:
+    victim_code = (
+        "import time\n"
+        "open('private.txt', 'w').write(inputs['secret'])\n"
+        "time.sleep(2.5)\n"
+    )
+    secret = f"victim-{CANARY[-8:]}-private"
+    victim = asyncio.create_task(harness.run(victim_code, inputs={"secret": secret}))
+    victim_dir = None
+    for _ in range(200):  # the worker sees the victim's directory appear
+        found = [p for p in harness.work_dir.iterdir() if (p / "private.txt").exists()]
+        if found:
+            victim_dir = found[0]
+            break
+        await asyncio.sleep(0.01)
+    assert victim_dir is not None
+    attacker_code = TRY + (
+        "import os, glob\n"
+        "v = inputs['victim']\n"
+        "attempt('list-root', lambda: os.listdir(os.path.dirname(v)))\n"
+        "attempt('list-parent', lambda: os.listdir('..'))\n"
+        "attempt('list-victim', lambda: os.listdir(v))\n"
+        "attempt('read-victim', lambda: open(os.path.join(v, 'private.txt')).read())\n"
+        "attempt('write-victim', lambda: open(os.path.join(v, 'planted.txt'), 'w').write('x'))\n"
+        "print('glob', glob.glob(os.path.dirname(v) + '/*/private.txt'))\n"
+    )
+    attacker = await harness.run(attacker_code, inputs={"victim": str(victim_dir)})
+    outcome = await victim
+    assert outcome.status == "succeeded"
+    denied(attacker.stdout, "list-root", "list-parent", "list-victim", "read-victim",
+           "write-victim")
+    assert secret not in attacker.stdout
+    assert [a.name for a in outcome.artifacts] == ["private.txt"]
+
+
+async def test_concurrent_jobs_never_see_each_others_output(harness: Harness) -> None:
+    code = "import time\nfor i in range(50):\n    print(inputs['tag'], i)\n    time.sleep(0.002)\n"
+    outcomes = await asyncio.gather(*(harness.run(code, inputs={"tag": f"job{n}"})
+                                      for n in range(6)))
+    for n, outcome in enumerate(outcomes):
+        lines = outcome.stdout.splitlines()
+        assert len(lines) == 50 and all(line.startswith(f"job{n} ") for line in lines)
+
+
+async def test_killing_the_parent_and_everyone_fails(harness: Harness) -> None:
+    code = TRY + (
+        "import os, signal\n"
+        "attempt('kill-zygote', lambda: os.kill(os.getppid(), signal.SIGKILL))\n"
+        "attempt('kill-supervisor', lambda: os.kill(inputs['supervisor'], signal.SIGKILL))\n"
+        "attempt('kill-init', lambda: os.kill(1, signal.SIGKILL))\n"
+        "attempt('kill-all', lambda: os.kill(-1, signal.SIGKILL))\n"
+        "attempt('killpg-zygote', lambda: os.killpg(os.getpgid(os.getppid()), 9))\n"
+        "print('survived')\n"
+    )
+    outcome = await harness.run(code, inputs={"supervisor": os.getpid()})
+    denied(outcome.stdout, "kill-zygote", "kill-supervisor", "kill-init", "kill-all",
+           "killpg-zygote")
+    assert harness.sandbox.ready()
+    after = await harness.run("print('ok')")
+    assert after.stdout == "ok\n"
+
+
+async def test_ptrace_and_process_memory_syscalls_fail(harness: Harness) -> None:
+    code = TRY + (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def check(rc):\n"
+        "    if rc == -1:\n"
+        "        raise OSError(ctypes.get_errno(), 'failed')\n"
+        "    return rc\n"
+        "ppid = os.getppid()\n"
+        "attempt('attach', lambda: check(libc.ptrace(16, ppid, 0, 0)))\n"
+        "attempt('seize', lambda: check(libc.ptrace(0x4206, inputs['supervisor'], 0, 0)))\n"
+        "attempt('traceme', lambda: check(libc.ptrace(0, 0, 0, 0)))\n"
+        "buf = ctypes.create_string_buffer(64)\n"
+        "attempt('vm_readv', lambda: check(libc.syscall(310, ppid, 0, 1, 0, 1, 0)))\n"
+    )
+    outcome = await harness.run(code, inputs={"supervisor": os.getpid()})
+    denied(outcome.stdout, "attach", "seize", "traceme", "vm_readv")
+
+
+async def test_ctypes_syscalls_cannot_leave_the_sandbox(harness: Harness) -> None:
+    code = TRY + (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def check(rc):\n"
+        "    if rc == -1:\n"
+        "        raise OSError(ctypes.get_errno(), 'failed')\n"
+        "    return rc\n"
+        "attempt('unshare-user', lambda: check(libc.unshare(0x10000000)))\n"
+        "attempt('unshare-net', lambda: check(libc.unshare(0x40000000)))\n"
+        "attempt('setns', lambda: check(libc.setns(0, 0)))\n"
+        "attempt('mount', lambda: check(libc.mount(b'none', b'.', b'tmpfs', 0, None)))\n"
+        "attempt('chroot', lambda: check(libc.chroot(b'.')))\n"
+        "attempt('keyctl', lambda: check(libc.syscall(250, 0, 0, 0, 0, 0)))\n"
+        "attempt('bpf', lambda: check(libc.syscall(321, 0, 0, 0)))\n"
+        "attempt('perf', lambda: check(libc.syscall(298, 0, 0, -1, -1, 0)))\n"
+        "attempt('io_uring', lambda: check(libc.syscall(425, 8, 0)))\n"
+        "attempt('clone-newuser', lambda: check(libc.syscall(56, 0x10000011, 0, 0, 0, 0)))\n"
+        "attempt('setsid', os.setsid)\n"
+        "attempt('setuid0', lambda: os.setuid(0))\n"
+        "attempt('setresuid0', lambda: os.setresuid(0, 0, 0))\n"
+        "attempt('sys-setuid0', lambda: check(libc.syscall(105, 0)))\n"
+        "print('uid', os.getuid(), os.geteuid())\n"
+    )
+    outcome = await harness.run(code)
+    assert outcome.status == "succeeded", outcome
+    denied(outcome.stdout, "unshare-user", "unshare-net", "setns", "mount", "chroot", "keyctl",
+           "bpf", "perf", "io_uring", "clone-newuser", "setsid", "setuid0", "setresuid0",
+           "sys-setuid0")
+    if os.geteuid() != 0:
+        assert f"uid {os.getuid()} " in outcome.stdout  # never more than the worker's uid
+
+
+def escape_targets(harness: Harness, open_dir: Path) -> list[str]:
+    os.chmod(open_dir, 0o777)  # world-writable: only the sandbox can stop the write
+    return ["/tmp/llmexec-escape", str(open_dir / "escape"), "/dev/shm/llmexec-escape",
+            str(harness.work_dir / "escape"), str(harness.work_dir.parent / "escape"),
+            os.path.expanduser("~/llmexec-escape")]
+
+
+def existing(paths: list[str]) -> list[str]:
+    return [path for path in paths if os.path.exists(path)]
+
+
+async def test_writing_outside_the_job_directory_fails(harness: Harness, tmp_path: Path) -> None:
+    targets = escape_targets(harness, tmp_path)
+    code = TRY + (
+        "import os\n"
+        "for n, t in enumerate(inputs['targets']):\n"
+        "    attempt(f't{n}', lambda: open(t, 'w').write('pwned'))\n"
+        "attempt('mkdir', lambda: os.mkdir('/tmp/llmexec-escape-dir'))\n"
+        "attempt('mknod', lambda: os.mknod('dev', 0o20666, os.makedev(1, 3)))\n"
+    )
+    outcome = await harness.run(code, inputs={"targets": targets})
+    denied(outcome.stdout, *(f"t{n}" for n in range(len(targets))), "mkdir", "mknod")
+    assert existing([*targets, "/tmp/llmexec-escape-dir"]) == []
+
+
+async def test_symlink_and_hardlink_tricks_return_nothing_outside(harness: Harness) -> None:
+    code = TRY + (
+        "import os\n"
+        "os.symlink('/etc/shadow', 'shadow.txt')\n"
+        "os.symlink(inputs['secret_file'], 'secret.txt')\n"
+        "os.symlink('/etc', 'etc-dir')\n"
+        "os.symlink('..', 'up')\n"
+        "attempt('hardlink-shadow', lambda: os.link('/etc/shadow', 'hard.txt'))\n"
+        "attempt('hardlink-secret', lambda: os.link(inputs['secret_file'], 'hard2.txt'))\n"
+        "attempt('read-through-link', lambda: open('secret.txt').read())\n"
+        "open('fine.txt', 'w').write('ok')\n"
+    )
+    outcome = await harness.run(code, inputs={"secret_file": str(harness.secret_file)})
+    assert outcome.status == "succeeded", outcome
+    denied(outcome.stdout, "hardlink-shadow", "hardlink-secret", "read-through-link")
+    assert [a.name for a in outcome.artifacts] == ["fine.txt"]
+    assert base64.b64decode(outcome.artifacts[0].content_b64 or "") == b"ok"
+
+
+async def test_running_other_programs_is_refused(harness: Harness) -> None:
+    code = TRY + (
+        "import os, subprocess\n"
+        "attempt('subprocess', lambda: subprocess.run(['/bin/sh', '-c', 'id'], check=True))\n"
+        "attempt('execv', lambda: os.execv('/usr/bin/id', ['id']))\n"
+        "attempt('system', lambda: 1 / (os.system('id > out.txt') == 0))\n"
+    )
+    outcome = await harness.run(code)
+    denied(outcome.stdout, "subprocess", "execv", "system")
+    assert "uid=" not in outcome.stdout
+
+
+async def test_inputs_and_artifacts_round_trip(harness: Harness) -> None:
+    code = (
+        "import json\n"
+        "assert json.load(open('inputs.json')) == inputs\n"
+        "open('result.json', 'w').write(json.dumps({'sum': sum(inputs['xs'])}))\n"
+        "print(inputs['name'])\n"
+    )
+    outcome = await harness.run(code, inputs={"xs": [1, 2, 3], "name": "héllo"})
+    assert outcome.status == "succeeded", outcome
+    assert outcome.stdout == "héllo\n"
+    [artifact] = outcome.artifacts
+    assert artifact.name == "result.json"
+    assert base64.b64decode(artifact.content_b64 or "") == b'{"sum": 6}'
+    assert list(harness.work_dir.iterdir()) == []  # job directories are removed

@@ -1,0 +1,152 @@
+"""Honesty: the sandbox refuses a weaker host unless degradation is explicitly allowed,
+reports the layers it really has, and still contains attacks when degraded."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from executor_worker.sandbox import (
+    SandboxJob,
+    SandboxSettings,
+    SandboxUnavailable,
+    SubprocessSandbox,
+    ZygoteSandbox,
+    build_sandbox,
+)
+from executor_worker.sandbox.levels import missing
+from tests.security.conftest import CANARY, assert_no_secrets, settings_for
+
+pytestmark = pytest.mark.security
+
+
+@pytest.mark.parametrize("layer", ["seccomp", "landlock-fs", "no-new-privs"])
+async def test_missing_required_layer_refuses_to_start(work_dir: Path, layer: str) -> None:
+    sandbox = build_sandbox(settings_for(work_dir, disable_layers=layer))
+    with pytest.raises(SandboxUnavailable, match=layer):
+        await sandbox.start()
+    assert not sandbox.ready()
+
+
+async def test_degraded_start_needs_explicit_opt_in_and_reports_it(
+    work_dir: Path, secrets: Path
+) -> None:
+    sandbox = build_sandbox(settings_for(work_dir, disable_layers="seccomp,netns,userns",
+                                         allow_degraded=True))
+    await sandbox.start()
+    try:
+        layers = sandbox.layers()
+        assert "seccomp" not in layers and "netns" not in layers
+        assert {"process", "rlimits", "empty-env", "timeout", "landlock-fs"} <= set(layers)
+        # Still contained by what is left: Landlock's TCP rules and filesystem rules.
+        server = socket.create_server(("127.0.0.1", 0))
+        server.setblocking(False)
+        code = (
+            "import socket\n"
+            "try:\n"
+            "    socket.create_connection(('127.0.0.1', inputs['port']), timeout=1)\n"
+            "    print('CONNECTED')\n"
+            "except OSError as exc:\n"
+            "    print('BLOCKED', exc)\n"
+            "try:\n"
+            "    print(open('/etc/shadow').read())\n"
+            "except OSError as exc:\n"
+            "    print('BLOCKED', exc)\n"
+        )
+        outcome = await sandbox.run(SandboxJob(job_id="d", code=code,
+                                               inputs={"port": server.getsockname()[1]}))
+        assert outcome.layers == layers
+        assert outcome.stdout.count("BLOCKED") == 2, outcome
+        with pytest.raises(BlockingIOError):
+            server.accept()
+        server.close()
+        assert_no_secrets(outcome)
+    finally:
+        await sandbox.close()
+
+
+async def test_minimum_is_never_waived(work_dir: Path) -> None:
+    sandbox = build_sandbox(settings_for(work_dir, disable_layers="rlimits",
+                                         allow_degraded=True, level="minimal"))
+    with pytest.raises(SandboxUnavailable, match="minimum"):
+        await sandbox.start()
+
+
+async def test_strict_level_names_what_this_host_lacks(work_dir: Path) -> None:
+    sandbox = build_sandbox(settings_for(work_dir, level="strict"))
+    try:
+        await sandbox.start()
+    except SandboxUnavailable as exc:
+        assert isinstance(sandbox, ZygoteSandbox)
+        assert "SANDBOX_LEVEL=strict" in str(exc)
+        assert "SANDBOX_ALLOW_DEGRADED" in str(exc)
+    else:
+        assert not missing("strict", sandbox.layers())
+        await sandbox.close()
+
+
+def test_level_requirements() -> None:
+    full = ["process", "session", "rlimits", "empty-env", "timeout", "output-cap", "zygote",
+            "netns", "uid", "landlock-fs", "landlock-net", "landlock-scope", "seccomp",
+            "no-new-privs"]
+    assert missing("strict", full) == []
+    unprivileged = [layer for layer in full if layer != "uid"]
+    assert missing("standard", unprivileged) == []
+    assert missing("strict", unprivileged) == ["uid"]
+    no_landlock = [layer for layer in full if not layer.startswith("landlock")]
+    assert missing("standard", no_landlock) == []  # the uid stands in for Landlock
+    bare = ["process", "rlimits", "empty-env", "timeout"]
+    assert missing("minimal", bare) == []
+    assert "seccomp" in missing("standard", bare)
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDBOX_KIND", "subprocess")
+    monkeypatch.setenv("SANDBOX_LEVEL", "strict")
+    monkeypatch.setenv("SANDBOX_ALLOW_DEGRADED", "true")
+    monkeypatch.setenv("SANDBOX_CONCURRENCY", "4")
+    monkeypatch.setenv("SANDBOX_PREIMPORT", "numpy, pandas")
+    monkeypatch.setenv("SANDBOX_DISABLE_LAYERS", "netns")
+    settings = SandboxSettings()
+    assert settings.kind == "subprocess" and settings.level == "strict"
+    assert settings.allow_degraded and settings.concurrency == 4
+    assert settings.preimport_modules == ("numpy", "pandas")
+    assert settings.disabled_layers == frozenset({"netns"})
+    assert isinstance(build_sandbox(settings), SubprocessSandbox)
+    monkeypatch.setenv("SANDBOX_DISABLE_LAYERS", "nonsense")
+    with pytest.raises(ValueError, match="unknown layer"):
+        SandboxSettings()
+
+
+async def test_subprocess_baseline_still_works(work_dir: Path, secrets: Path) -> None:
+    sandbox = build_sandbox(settings_for(work_dir, kind="subprocess"))
+    await sandbox.start()
+    outcome = await sandbox.run(SandboxJob(
+        job_id="s", code="import os\nprint(inputs['x'], dict(os.environ))", inputs={"x": 7}))
+    await sandbox.close()
+    assert outcome.status == "succeeded"
+    assert outcome.stdout.startswith("7 ")
+    assert CANARY not in outcome.stdout
+    assert outcome.layers == sandbox.layers()
+
+
+async def test_zygote_restarts_after_it_dies(work_dir: Path) -> None:
+    sandbox = build_sandbox(settings_for(work_dir))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()
+    try:
+        zygote_pid = sandbox._proc.pid if sandbox._proc else 0
+        os.kill(zygote_pid, 9)
+        outcome = None
+        for _ in range(3):
+            try:
+                outcome = await sandbox.run(SandboxJob(job_id="r", code="print(5)"))
+                break
+            except SandboxUnavailable:
+                continue  # the loss surfaces as a transient error, then a new zygote
+        assert outcome is not None and outcome.stdout == "5\n"
+    finally:
+        await sandbox.close()
