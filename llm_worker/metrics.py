@@ -23,7 +23,7 @@ class LlmMetrics:
         )
         self.validation_failures = Counter(
             "llmexec_llm_validation_failures_total",
-            "Validation issues found in code, by rule and source (llm, user).",
+            "Programs failing validation, by rule broken and source (llm, user).",
             ["rule", "source"], registry=r,
         )
         self.repairs = Counter(
@@ -65,5 +65,6 @@ class LlmMetrics:
                 self.tokens.labels(usage.model, kind).inc(value)
 
     def count_validation(self, report: ValidationReport, source: str) -> None:
-        for issue in report.issues:
-            self.validation_failures.labels(issue.rule, source).inc()
+        """Once per rule a program broke (not per line), so the rate reads as programs."""
+        for rule in sorted({issue.rule for issue in report.issues}):
+            self.validation_failures.labels(rule, source).inc()

@@ -189,9 +189,7 @@ class FakeAnthropic:
             pass  # close(): end quietly (the stream machinery reports a cancelled task)
         finally:
             self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            writer.close()  # not awaited: a cancelled task must not wait again
 
     async def _exchange(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> bool:
