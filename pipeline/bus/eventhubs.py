@@ -113,7 +113,7 @@ class EventHubsBus:
 
     def __init__(self, settings: BusSettings, *, load_balancing_interval_s: float = 10.0,
                  ownership_expiry_s: float = 60.0, max_batch: int = 100,
-                 max_wait_s: float = 1.0) -> None:
+                 max_wait_s: float = 1.0, greedy: bool = False) -> None:
         if settings.event_hub_connection_string is None:
             raise ConfigError(
                 "invalid configuration: EVENT_HUB_CONNECTION_STRING: required for the Event "
@@ -131,6 +131,9 @@ class EventHubsBus:
         self.ownership_expiry_s = ownership_expiry_s
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        #: Greedy claims every unowned partition at once (faster start, used by tests);
+        #: balanced (the SDK default) claims one per load-balancing round.
+        self.load_balancing_strategy = "greedy" if greedy else "balanced"
         self._closed = False
         self._container_ready = False
         self._publisher: EventHubsPublisher | None = None

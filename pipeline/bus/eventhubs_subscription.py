@@ -93,6 +93,7 @@ class EventHubsSubscription:
         self._contexts: dict[str, EventHubsPartitionContext] = {}
         self._client: EventHubConsumerClient | None = None
         self._stopping = asyncio.Event()
+        self._abandoned = False
 
     def owned_partitions(self) -> frozenset[str]:
         return frozenset(self._contexts)
@@ -106,6 +107,7 @@ class EventHubsSubscription:
             checkpoint_store=store,
             load_balancing_interval=self._bus.load_balancing_interval_s,
             partition_ownership_expiration_interval=self._bus.ownership_expiry_s,
+            load_balancing_strategy=self._bus.load_balancing_strategy,
             **self._bus.consumer_kwargs(),
         )
 
@@ -128,14 +130,15 @@ class EventHubsSubscription:
         async def on_close(sdk: SdkPartitionContext, reason: CloseReason) -> None:
             ctx = self._contexts.pop(sdk.partition_id, None)
             if ctx is not None:
-                why = "shutdown" if reason == CloseReason.SHUTDOWN else "ownership_lost"
+                shutdown = reason == CloseReason.SHUTDOWN and not self._abandoned
+                why = "shutdown" if shutdown else "ownership_lost"
                 await receiver.on_close(ctx, why)
 
         async def on_error(sdk: SdkPartitionContext | None, error: Exception) -> None:
             log.warning("eventhubs.error", hub=self.hub,
                         partition=sdk.partition_id if sdk else None, error=repr(error))
 
-        async with self._client:
+        async with store, self._client:
             receiving = asyncio.create_task(self._client.receive_batch(
                 on_batch, max_batch_size=self._bus.max_batch,
                 starting_position=_START[self._start],
@@ -151,6 +154,12 @@ class EventHubsSubscription:
                 await receiving
 
     async def stop(self) -> None:
+        self._stopping.set()
+
+    async def abandon(self) -> None:
+        """Stop like a crashed process from the checkpoint's point of view: in-flight work is
+        dropped and nothing more is checkpointed. For tests (a real crash is a SIGKILL)."""
+        self._abandoned = True
         self._stopping.set()
 
 

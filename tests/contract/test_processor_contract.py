@@ -15,6 +15,7 @@ from consumers.dedupe import Deduplicator
 from pipeline.bus.ports import Bus, OutgoingEvent, PartitionContext, ReceivedEvent
 from pipeline.errors import BusUnavailableError, PermanentError, TransientError
 from pipeline.handling import Emit, EventContext
+from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
 from pipeline.settings import ProcessorSettings
 from schemas import DeadLetter, Event, ExecutionRequest, ExecutionResult, HubNames, decode_event
@@ -60,10 +61,11 @@ class ScriptedHandler:
 
 
 def make_processor(bus: Bus, handler: Callable[..., object], *, owner: str = "p1",
-                   **kw: float) -> Processor:
+                   metrics: PipelineMetrics | None = None, **kw: float) -> Processor:
     return Processor(name="test", bus=bus, hub=HUBS.requests, consumer_group="workers",
                      handler=handler, accepts=frozenset({"request"}),  # type: ignore[arg-type]
-                     deadletter_hub=HUBS.deadletter, settings=settings(**kw), owner_id=owner)
+                     deadletter_hub=HUBS.deadletter, settings=settings(**kw), owner_id=owner,
+                     metrics=metrics)
 
 
 async def publish_requests(bus: Bus, ids: Sequence[str], key: Callable[[str], str] = str) -> None:
@@ -309,16 +311,16 @@ async def test_shutdown_lets_in_flight_work_finish_then_checkpoints(bus_factory:
 
 async def test_checkpoints_are_batched_not_per_event(bus_factory: BusFactory) -> None:
     bus = bus_factory()
-    store = bus.store  # type: ignore[attr-defined]
     handler = ScriptedHandler()
     ids = [f"r{i}" for i in range(500)]
     await publish_requests(bus, ids, key=lambda _: "p")
-    before = store.checkpoint_writes
-    proc = make_processor(bus, handler, checkpoint_every=100, checkpoint_interval_s=60)
+    metrics = PipelineMetrics()
+    proc = make_processor(bus, handler, checkpoint_every=100, checkpoint_interval_s=60,
+                          metrics=metrics)
     task = asyncio.create_task(proc.run())
     await eventually(lambda: len(handler.finished) == 500, what="all")
     await proc.stop()
     await task
-    writes = store.checkpoint_writes - before
+    writes = metrics.checkpoints.labels("test", HUBS.requests)._value.get()
     assert 1 <= writes <= 6, writes
     assert list((await checkpoints(bus)).values()) == [499]
