@@ -165,7 +165,10 @@ class EventHubsBus:
     # -- Bus ---------------------------------------------------------------------------
 
     def publisher(self) -> EventHubsPublisher:
-        return EventHubsPublisher(self)
+        """The bus's one publisher (producer connections are shared, closed with the bus)."""
+        if self._publisher is None:
+            self._publisher = EventHubsPublisher(self)
+        return self._publisher
 
     def subscribe(self, hub: str, consumer_group: str, *, owner_id: str | None = None,
                   start: StartPosition = "earliest") -> EventHubsSubscription:
@@ -196,6 +199,8 @@ class EventHubsBus:
 
     async def close(self) -> None:
         self._closed = True
+        if self._publisher is not None:
+            await self._publisher.close()
 
 
 def _namespace(conn: str) -> str:
