@@ -17,8 +17,14 @@ import importlib.util
 import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+
+# `python bench/sandbox.py` puts bench/ first on sys.path, where bench/pipeline.py would
+# shadow the pipeline package; the project is imported from its install instead.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
 from executor_worker.sandbox import SandboxJob, SandboxSettings, build_sandbox
 from executor_worker.sandbox.python_binary import is_elf, real_python

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -120,7 +121,8 @@ def _add_paths(ruleset_fd: int, paths: Iterable[str], rights: int) -> None:
         except OSError:
             continue  # a configured path that does not exist here grants nothing
         try:
-            allowed = rights if os.path.isdir(path) else rights & _FILE_RIGHTS
+            is_dir = stat.S_ISDIR(os.fstat(path_fd).st_mode)
+            allowed = rights if is_dir else rights & _FILE_RIGHTS
             rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, path_fd), 12)
             linux.checked_syscall(
                 linux.SYS_LANDLOCK_ADD_RULE, f"landlock_add_rule({path})",

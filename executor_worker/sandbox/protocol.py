@@ -5,8 +5,8 @@ as SCM_RIGHTS. Both ends are unnamed socketpairs: nothing on the filesystem or i
 abstract namespace that a job could connect to. Standard library only.
 
 Supervisor -> zygote: ``run`` (fds: stdout, stderr write ends), ``kill``.
-Zygote -> supervisor: ``hello`` (layers, notes), ``started`` (pid), ``exited`` (wait status),
-``error``. Zygote -> child: the ``run`` message with the same two fds.
+Zygote -> supervisor: ``hello`` (layers, notes), ``exited`` (wait status).
+Zygote -> child: the ``run`` message with the same two fds.
 """
 
 from __future__ import annotations

@@ -15,9 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +24,8 @@ import structlog
 
 from executor_worker.sandbox import levels, protocol
 from executor_worker.sandbox.api import SandboxJob, SandboxOutcome, SandboxUnavailable
-from executor_worker.sandbox.jobfiles import collect_artifacts, write_job_files
+from executor_worker.sandbox.jobdir import make_job_dir, remove_job_dir
+from executor_worker.sandbox.jobfiles import collect_artifacts
 from executor_worker.sandbox.output import CappedBuffer
 from executor_worker.sandbox.pipes import PipeReader
 from executor_worker.sandbox.python_binary import real_python
@@ -73,6 +72,7 @@ class ZygoteSandbox:
         async with self._start_lock:
             if self.ready():
                 return
+            await self._kill_zygote()  # a lost one: reap it before starting anew
             self._prepare_root()
             hello = await self._launch()
             layers = tuple(hello["layers"]) + _SUPERVISOR_LAYERS
@@ -179,16 +179,26 @@ class ZygoteSandbox:
             except OSError:
                 message = None
             if message is None:
-                log.error("sandbox.zygote_lost")
-                asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
-                self._ctrl.close()
-                self._ctrl = None
-                self._fail_waiting()
+                self._zygote_lost("control channel closed")
                 return
             if message.get("op") == "exited":
                 fut = self._waiting.get(message["id"])
                 if fut is not None and not fut.done():
                     fut.set_result(int(message["status"]))
+
+    def _zygote_lost(self, why: str) -> None:
+        """Forget a dead zygote; the next run() starts a new one."""
+        if self._ctrl is None:
+            return
+        log.error("sandbox.zygote_lost", reason=why)
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
+        self._ctrl.close()
+        self._ctrl = None
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        self._fail_waiting()
 
     def _fail_waiting(self) -> None:
         for fut in self._waiting.values():
@@ -205,8 +215,9 @@ class ZygoteSandbox:
         try:
             protocol.send(self._ctrl, message, fds)
         except OSError as exc:
+            self._zygote_lost(f"send failed: {exc}")
             raise SandboxUnavailable(f"cannot reach the zygote: {exc}") from exc
-        finally:
+        if self._ctrl is not None:
             self._ctrl.setblocking(False)
 
     # -- jobs -----------------------------------------------------------------------------
@@ -222,22 +233,18 @@ class ZygoteSandbox:
                 self._free_slots.append(slot)
 
     async def _run_in_slot(self, job: SandboxJob, slot: int) -> SandboxOutcome:
-        job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=self._root))
+        owner = None if self._uid_base is None else self._uid_base + slot
+        job_dir = make_job_dir(self._root, job, owner)
         out, err = CappedBuffer(job.max_output_bytes), CappedBuffer(job.max_output_bytes)
         readers: list[PipeReader] = []
         key = uuid.uuid4().hex
         try:
-            write_job_files(job_dir, job)
-            if self._uid_base is not None:
-                uid = self._uid_base + slot
-                os.chown(job_dir, uid, uid)
-            os.chmod(job_dir, 0o700)
             return await self._supervise(job, job_dir, slot, key, out, err, readers)
         finally:
             for reader in readers:
                 reader.close()
             self._waiting.pop(key, None)
-            _remove_tree(job_dir)
+            remove_job_dir(job_dir)
 
     async def _supervise(self, job: SandboxJob, job_dir: Path, slot: int, key: str,
                          out: CappedBuffer, err: CappedBuffer,
@@ -272,20 +279,30 @@ class ZygoteSandbox:
         finally:
             os.close(out_w)
             os.close(err_w)
-        timed_out = False
+        # Plain timers rather than wait_for: this path runs hundreds of times a second.
+        timers: list[asyncio.TimerHandle] = []
+
+        def give_up() -> None:
+            if not fut.done():
+                fut.set_exception(SandboxUnavailable("the zygote did not report a killed job"))
+
+        def on_timeout() -> None:
+            timers.append(loop.call_later(_EXIT_GRACE_S, give_up))
+            with contextlib.suppress(SandboxUnavailable):
+                self._send({"op": "kill", "id": key})
+
+        timers.append(loop.call_later(job.timeout_s, on_timeout))
         try:
-            status = await asyncio.wait_for(asyncio.shield(fut), timeout=job.timeout_s)
-        except TimeoutError:
-            timed_out = True
-            self._send({"op": "kill", "id": key})
-            try:
-                status = await asyncio.wait_for(fut, timeout=_EXIT_GRACE_S)
-            except TimeoutError:
-                raise SandboxUnavailable("the zygote did not report a killed job") from None
+            status = await fut
+        finally:
+            for timer in timers:
+                timer.cancel()
+        timed_out = len(timers) > 1
         duration_ms = (time.monotonic() - start) * 1000
-        with contextlib.suppress(TimeoutError):
+        pending = [r.done for r in readers if not r.done.done()]
+        if pending:
             # The process group is dead: EOF follows unless something escaped it.
-            await asyncio.wait_for(asyncio.gather(*(r.done for r in readers)), _DRAIN_GRACE_S)
+            await asyncio.wait(pending, timeout=_DRAIN_GRACE_S)
         returncode = os.waitstatus_to_exitcode(status)
         stderr = err.text()
         if returncode == SETUP_FAILED_EXIT and stderr.startswith(SETUP_FAILED_MARKER):
@@ -303,21 +320,3 @@ class ZygoteSandbox:
             duration_ms=duration_ms, artifacts=collect_artifacts(job_dir, job),
             layers=self._layers,
         )
-
-
-def _remove_tree(path: Path) -> None:
-    def retry_writable(func: object, target: str, _exc: object) -> None:
-        # A job may chmod its own subdirectories to 000; the worker owns the cleanup.
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-        with contextlib.suppress(OSError):
-            if os.path.isdir(target) and not os.path.islink(target):
-                os.rmdir(target)
-            else:
-                os.unlink(target)
-
-    shutil.rmtree(path, onerror=retry_writable)
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-

@@ -37,8 +37,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 class Plan:
     """Which layers the zygote found usable and will apply to every child."""
 
-    netns: bool = False
-    userns: bool = False
+    netns: bool = False  # the zygote (so every job) lives in an empty network namespace
+    userns: bool = False  # each job gets its own user namespace
     uid_base: int | None = None
     landlock_abi: int = 0
     landlock_policy: landlock.Policy | None = None
@@ -61,10 +61,8 @@ def prepare(plan: Plan) -> Prepared:
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.userns:
         uid, gid = os.getuid(), os.getgid()
-        linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNET)
+        linux.unshare(linux.CLONE_NEWUSER)
         linux.write_id_maps(uid, gid)
-    elif plan.netns:
-        linux.unshare(linux.CLONE_NEWNET)
     ready = Prepared()
     if plan.landlock_abi and plan.landlock_policy is not None:
         ready.ruleset = landlock.build_ruleset(plan.landlock_abi, plan.landlock_policy)
@@ -122,7 +120,9 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-    elif os.geteuid() == 0 or plan.userns:
+    else:
+        # Root without the uid layer, or a user namespace (the job's or the zygote's) holds
+        # capabilities; dropping what we do not have is a no-op.
         linux.drop_capabilities()
     # After the uid change: the kernel clears the parent-death signal on credential changes.
     linux.set_parent_death_signal(signal.SIGKILL)

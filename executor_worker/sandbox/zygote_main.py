@@ -88,7 +88,6 @@ class Zygote:
                 chan.close()
         self._jobs[pid] = (message["id"], message["slot"])
         self._pids[message["id"]] = pid
-        protocol.send(self._ctrl, {"op": "started", "id": message["id"], "pid": pid})
 
     def _fill_pool(self, wanted: int | None = None) -> None:
         while len(self._idle) < (wanted or self._prefork):
@@ -189,6 +188,10 @@ def main(argv: list[str]) -> None:
         nproc=config["nproc"],
     )
     plan, layers = probe.detect(probe_config)
+    # Entering a user namespace changes our credentials, which clears the death signal.
+    linux.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() == 1:
+        return
     protocol.send(ctrl, {
         "op": "hello", "pid": os.getpid(), "layers": list(layers), "notes": plan.notes,
         "preimport_failures": failures,
