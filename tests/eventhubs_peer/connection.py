@@ -174,5 +174,4 @@ class AmqpConnection:
         for session in self.sessions.values():
             session.close_all()
         self.sessions.clear()
-        if not self.writer.is_closing():
-            self.writer.close()
+        self.writer.close()  # also after abort(): an unclosed StreamWriter warns when collected
