@@ -5,24 +5,35 @@ from __future__ import annotations
 from typing import Any
 
 from executor_worker.handler import ExecutorWorker
-from executor_worker.sandbox import Sandbox, SubprocessSandbox
+from executor_worker.sandbox import Sandbox, SandboxSettings, build_sandbox
 from pipeline.bus.ports import Bus
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
 from pipeline.service import serve
-from pipeline.settings import AppConfig
+from pipeline.settings import AppConfig, load
 
 DEFAULT_PORT = 8001
 CONSUMER_GROUP = "executor-worker"
 
 
-async def start_sandboxes(cfg: AppConfig) -> tuple[Sandbox, Sandbox]:
-    """Start the light sandbox first: it must exist before anything reads a secret."""
-    light: Sandbox = SubprocessSandbox()
+async def start_sandboxes(
+    cfg: AppConfig, sandbox: SandboxSettings | None = None
+) -> tuple[Sandbox, Sandbox]:
+    """Start the light sandbox and the embedded heavy runner.
+
+    The local heavy route runs in the same hardened sandbox as light work (only its limits
+    differ), so asking for ``heavy`` is never a way around the light sandbox's layers.
+    Raises SandboxUnavailable (a clear start-up failure) when the host falls short.
+    """
+    settings = sandbox or load(SandboxSettings)
+    light = build_sandbox(settings)
     await light.start()
-    # Embedded heavy route: the same isolated interpreter, with the heavy limits.
-    heavy: Sandbox = SubprocessSandbox()
-    await heavy.start()
+    heavy = build_sandbox(settings.model_copy(update={"concurrency": 1}))
+    try:
+        await heavy.start()
+    except BaseException:
+        await light.close()
+        raise
     return light, heavy
 
 

@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 from pydantic import JsonValue
 
+from pipeline.errors import ConfigError
 from schemas import Artifact
 
 OutcomeStatus = Literal["succeeded", "failed", "timed_out"]
@@ -66,5 +67,6 @@ class Sandbox(Protocol):
     async def close(self) -> None: ...
 
 
-class SandboxUnavailable(RuntimeError):
-    """The host cannot provide the isolation the configuration asks for."""
+class SandboxUnavailable(ConfigError):
+    """The host cannot provide the isolation the configuration asks for. A ConfigError, so
+    start-up stops with its one-line message (``SANDBOX_LEVEL``/``SANDBOX_ALLOW_DEGRADED``)."""
