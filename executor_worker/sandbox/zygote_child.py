@@ -133,8 +133,10 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
         landlock.restrict_self(ruleset)
     if plan.seccomp_bpf is not None:
         linux.load_seccomp_bpf(plan.seccomp_bpf)
+    # Nothing inherited but the zygote's thread-pool knobs (constants, never secrets).
+    knobs = {name: value for name, value in os.environ.items() if name.endswith("_NUM_THREADS")}
     os.environ.clear()
-    os.environ.update({"HOME": job_dir, "TMPDIR": job_dir, "LC_CTYPE": "C.UTF-8"})
+    os.environ.update(knobs, HOME=job_dir, TMPDIR=job_dir, LC_CTYPE="C.UTF-8")
 
 
 def _set_rlimits(limits: dict[str, int], plan: Plan, baseline: int) -> None:

@@ -161,7 +161,7 @@ def _killpg(pgid: int) -> None:
 
 def _preimport(modules: list[str]) -> dict[str, str]:
     for knob in _THREAD_KNOBS:
-        os.environ[knob] = "1"
+        os.environ.setdefault(knob, "1")
     failures = {}
     for name in modules:
         try:

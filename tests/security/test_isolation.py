@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from pathlib import Path
 
@@ -249,3 +250,24 @@ async def test_inputs_and_artifacts_round_trip(harness: Harness) -> None:
     assert artifact.name == "result.json"
     assert base64.b64decode(artifact.content_b64 or "") == b'{"sum": 6}'
     assert list(harness.work_dir.iterdir()) == []  # job directories are removed
+
+
+async def test_a_job_that_locks_its_own_directory_is_still_cleaned_up(harness: Harness) -> None:
+    code = (
+        "import os\n"
+        "os.makedirs('deep/er')\n"
+        "open('deep/er/f.txt', 'w').write('x')\n"
+        "os.chmod('deep/er', 0)\n"
+        "os.chmod('deep', 0)\n"
+    )
+    outcome = await harness.run(code)
+    assert outcome.status == "succeeded", outcome
+    assert list(harness.work_dir.iterdir()) == []
+
+
+async def test_job_environment_is_empty_of_the_workers(harness: Harness) -> None:
+    code = "import json, os\nprint(json.dumps(sorted(os.environ)))\n"
+    outcome = await harness.run(code)
+    names = json.loads(outcome.stdout)
+    assert set(names) <= {"HOME", "TMPDIR", "LC_CTYPE", "OMP_NUM_THREADS",
+                          "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"}

@@ -159,3 +159,18 @@ async def test_zygote_restarts_after_it_dies(work_dir: Path) -> None:
         assert outcome is not None and outcome.stdout == "5\n"
     finally:
         await sandbox.close()
+
+
+async def test_preimported_numpy_is_usable_and_memory_still_capped(work_dir: Path) -> None:
+    pytest.importorskip("numpy")
+    sandbox = build_sandbox(settings_for(work_dir, preimport="numpy,not_a_module"))
+    await sandbox.start()
+    try:
+        ok = await sandbox.run(SandboxJob(job_id="n", memory_mb=128, code=(
+            "import numpy as np\nprint(int(np.arange(10).sum()))")))
+        assert ok.stdout == "45\n", ok
+        big = await sandbox.run(SandboxJob(job_id="m", memory_mb=128, code=(
+            "import numpy as np\nx = np.ones(100_000_000)")))
+        assert (big.status, big.reason_code) == ("failed", "memory_limit")
+    finally:
+        await sandbox.close()
