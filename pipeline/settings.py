@@ -42,7 +42,10 @@ class BusSettings(BaseSettings):
     hub_executions: str = "executions"
     hub_results: str = "results"
     hub_deadletter: str = "deadletter"
+    claim_check_container: str = "claim-checks"
     memory_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
+    eventhub_load_balancing_interval_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    eventhub_ownership_expiry_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
     @property
     def hubs(self) -> HubNames:

@@ -51,6 +51,10 @@ def decode_event(body: bytes | str, *, fallback_request_id: str | None = None) -
     if not isinstance(raw, dict):
         raise DecodeError(f"body is a JSON {type(raw).__name__}, expected an object")
     raw.setdefault("kind", "request")
+    if raw["kind"] == "claim_check":
+        raise DecodeError(
+            f"claim-check payload could not be fetched (missing or unreachable): {raw.get('ref')}"
+        )
     if raw["kind"] == "request" and fallback_request_id and not raw.get("request_id"):
         raw["request_id"] = fallback_request_id
     if raw["kind"] not in EVENT_TYPES:

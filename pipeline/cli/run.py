@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from consumers.results import ResultFollower
 from executor_worker import service as executor_service
 from llm_worker import service as llm_service
-from pipeline.bus.memory import MemoryBus
+from pipeline.bus.factory import build_bus
 from pipeline.observability.logging import configure_logging
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.settings import AppConfig, load_config
@@ -61,7 +61,8 @@ async def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
 async def run_embedded(
     cfg: AppConfig, requests: list[ExecutionRequest]
 ) -> dict[str, ExecutionResult]:
-    bus = MemoryBus(partitions=cfg.bus.memory_partitions)
+    bus = build_bus(cfg.bus.model_copy(update={"event_hub_connection_string": None,
+                                               "event_hub_namespace": None}))
     hubs = cfg.bus.hubs
     metrics = PipelineMetrics()
     light, heavy = await executor_service.start_sandboxes(cfg)
