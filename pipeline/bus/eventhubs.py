@@ -85,7 +85,7 @@ class EventHubsPublisher:
         batch = await producer.create_batch(partition_key=key)
         for event in group:
             data = EventData(event.body)
-            data.properties = {k: v for k, v in event.properties.items()}  # noqa: C416
+            data.properties = {k: v for k, v in event.properties.items()}
             try:
                 batch.add(data)
                 continue
