@@ -11,15 +11,21 @@ connections alive like the real API, and records every request.
         api.script(text_reply("no"), tool_reply("print(1)"))   # in order; the last repeats
         api.on("slow task", tool_reply("print(2)", delay_s=2))  # by words in the task
         settings = LlmSettings(llm_api_key="k", anthropic_base_url=api.base_url)
+
+Standalone (bench/llm_concurrency.py runs it so its CPU is not the worker's):
+``python -m tests.fakes.anthropic_server --delay 2`` prints its base URL, serves until stdin
+closes, and reports its counters at ``GET /_fake/stats``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
 import itertools
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -116,6 +122,7 @@ class _Queue:
 class FakeAnthropic:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.replied: list[float] = []  # time.monotonic() of each reply written
         self.in_flight = 0
         self.max_in_flight = 0
         self.responder: Responder | None = None
@@ -210,10 +217,14 @@ class FakeAnthropic:
                 *(f"{k}: {v}" for k, v in extra.items())]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
         await writer.drain()
+        self.replied.append(time.monotonic())
         return headers.get("connection", "").lower() != "close"
 
     async def _respond(self, method: str, path: str, headers: dict[str, str],
                        raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if method == "GET" and path == "/_fake/stats":  # for a server in another process
+            return 200, {"requests": len(self.requests), "max_in_flight": self.max_in_flight,
+                         "arrived": [r.at for r in self.requests], "replied": self.replied}, {}
         if method != "POST" or path.split("?")[0] != "/v1/messages":
             return 404, error_reply(404, f"no route {method} {path}").error or {}, {}
         # SDKs send the key as x-api-key or (newer ones) as a Bearer token.
@@ -269,3 +280,23 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
         await reader.readline()
         return b"".join(chunks)
     return await reader.readexactly(int(headers.get("content-length", "0")))
+
+
+async def _serve(delay_s: float, code: str) -> None:
+    """Serve until stdin closes; the first line on stdout is the base URL."""
+    api = FakeAnthropic()
+    api.script(tool_reply(code, delay_s=delay_s))
+    print(await api.start(), flush=True)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, sys.stdin.read)
+    finally:
+        await api.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="the fake Messages API, standalone")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each reply")
+    parser.add_argument("--code", default="print('ok')", help="code every reply submits")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.delay, args.code))
