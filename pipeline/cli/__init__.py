@@ -1,6 +1,9 @@
 """``llmexec``: one console script, thin subcommands.
 
     llmexec run [PROMPT] [--code TEXT | --code-file PATH | --requests FILE.jsonl] [--json]
+    llmexec submit [same request options] [--wait]      (Event Hubs)
+    llmexec results follow [--request-id ID] [--json]   (Event Hubs)
+    llmexec deadletter list|replay [--request-id ID]    (Event Hubs)
     llmexec worker llm|executor [--port N]
     llmexec schemas export DIR
 
@@ -15,6 +18,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from pipeline.cli.common import add_request_arguments
 from pipeline.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -25,18 +29,27 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run requests through the whole pipeline, in this process")
-    run.add_argument("prompt", nargs="?", help="what to compute (needs an LLM key)")
-    src = run.add_mutually_exclusive_group()
-    src.add_argument("--code", help="Python code to run (skips generation, not validation)")
-    src.add_argument("--code-file", type=Path, help="file with Python code to run")
-    src.add_argument("--requests", type=Path, metavar="FILE.jsonl",
-                     help="one request object per line; one result per line")
-    run.add_argument("--route", choices=["auto", "light", "heavy"], default="auto")
-    run.add_argument("--timeout", type=float, metavar="SECONDS", help="execution time limit")
-    run.add_argument("--memory-mb", type=int, help="execution memory limit")
-    run.add_argument("--inputs", help="JSON value handed to the code as `inputs`")
-    run.add_argument("--request-id", help="idempotency key (default: generated)")
-    run.add_argument("--json", action="store_true", help="print result events as JSON")
+    add_request_arguments(run)
+
+    submit = sub.add_parser("submit", help="publish requests to the requests hub (Event Hubs)")
+    add_request_arguments(submit)
+    submit.add_argument("--wait", action="store_true", help="wait for and print the results")
+
+    results = sub.add_parser("results", help="follow the results hub, deduplicated")
+    results.add_argument("action", choices=["follow"])
+    results.add_argument("--request-id", action="append", help="only these (repeatable)")
+    results.add_argument("--count", type=int, help="stop after this many results")
+    results.add_argument("--from", dest="start", choices=["earliest", "latest"],
+                         default="latest")
+    results.add_argument("--consumer-group", default="results-follower")
+    results.add_argument("--json", action="store_true")
+
+    dead = sub.add_parser("deadletter", help="inspect or replay the dead-letter hub")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("--request-id", action="append", help="only these (repeatable)")
+    dead.add_argument("--idle", type=float, default=3.0,
+                      help="stop reading after this many quiet seconds")
+    dead.add_argument("--json", action="store_true")
 
     worker = sub.add_parser("worker", help="run a worker service until SIGTERM")
     worker.add_argument("kind", choices=["llm", "executor"])
@@ -56,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from pipeline.cli.run import run_command
 
-            return asyncio.run(run_command(args, parser))
+            return asyncio.run(run_command(args))
+        if args.command in ("submit", "results", "deadletter"):
+            from pipeline.cli import shared_bus
+
+            command = getattr(shared_bus, f"{args.command}_command")
+            return int(asyncio.run(command(args)))
         if args.command == "worker":
             from pipeline.cli.worker import worker_command
 
