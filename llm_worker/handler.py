@@ -179,10 +179,13 @@ class LlmWorker:
             except TransientError as exc:
                 if ctx.attempt < self._handler_tries:
                     raise  # the processor backs off (honouring retry-after) and tries again
-                self._metrics.gave_up.labels("llm_unavailable").inc()
+                # An API that kept failing, or a model that kept ignoring the tool.
+                code = ("llm_bad_response" if getattr(exc, "error_class", "") == "malformed"
+                        else "llm_unavailable")
+                self._metrics.gave_up.labels(code).inc()
                 return self._final(job, attempt, ResultStatus.FAILED, ErrorInfo(
-                    code="llm_unavailable",
-                    message=f"LLM API still failing after {ctx.attempt} tries "
+                    code=code,
+                    message=f"no usable LLM answer after {ctx.attempt} tries "
                             f"(MAX_RETRIES={self._max_retries}): {exc}",
                     details=_error_details(exc)), history=history)
             check = validate_code(gen.code, policy)

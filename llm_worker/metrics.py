@@ -34,7 +34,7 @@ class LlmMetrics:
         self.gave_up = Counter(
             "llmexec_llm_gave_up_total",
             "Requests finished without working code, by reason (attempts_exhausted, "
-            "llm_error, llm_unavailable).",
+            "llm_error, llm_unavailable, llm_bad_response).",
             ["reason"], registry=r,
         )
         self.latency = Histogram(

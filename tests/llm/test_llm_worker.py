@@ -123,7 +123,7 @@ async def test_transient_errors_are_raised_until_the_last_try_then_become_a_resu
     result = out.event
     assert isinstance(result, ExecutionResult) and result.status is ResultStatus.FAILED
     assert result.error is not None and result.error.code == "llm_unavailable"
-    assert "still failing after 3 tries (MAX_RETRIES=2)" in result.error.message
+    assert "no usable LLM answer after 3 tries (MAX_RETRIES=2)" in result.error.message
     assert "529" in result.error.message
     assert h.sample("llmexec_llm_api_errors_total", error_class="overloaded") == 3
 
@@ -155,6 +155,18 @@ async def test_a_response_that_skips_the_tool_is_asked_again(api: FakeAnthropic,
     assert h.sample("llmexec_llm_generations_total", model="claude-sonnet-5-5",
                     outcome="malformed") == 1
     assert h.sample("llmexec_llm_api_errors_total", error_class="malformed") == 1
+
+
+async def test_a_model_that_keeps_ignoring_the_tool_gets_a_clear_result(
+        api: FakeAnthropic, harness: MakeHarness) -> None:
+    h = harness(processor={"max_retries": 1})
+    api.script(text_reply("I cannot use tools."))
+    with pytest.raises(TransientError):
+        await h.handle(prompt())
+    (out,) = await h.handle(prompt(), try_number=2)
+    assert isinstance(out.event, ExecutionResult) and out.event.error is not None
+    assert out.event.error.code == "llm_bad_response"
+    assert "did not call submit_code" in out.event.error.message
 
 
 async def test_user_code_is_validated_but_never_rewritten_unless_allowed(
