@@ -30,15 +30,24 @@ def make_job_dir(root: Path, job: SandboxJob, owner: int | None) -> Path:
 
 
 def remove_job_dir(path: Path) -> None:
-    def retry_writable(_func: object, target: str, _exc: object) -> None:
-        # A job may chmod its own subdirectories to 000; the worker owns the cleanup.
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-        with contextlib.suppress(OSError):
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                os.unlink(target)
+    """Remove the directory; the job's processes are gone by now, so nothing races us."""
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        # The job chmod-ed its own subdirectories to 000: as a non-root worker we must give
+        # ourselves access back first.
+        _unlock_tree(str(path))
+        shutil.rmtree(path, ignore_errors=True)
 
-    shutil.rmtree(path, onerror=retry_writable)
+
+def _unlock_tree(top: str) -> None:
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        # Never through a symlink: a job could point one at a worker-owned file.
+        with contextlib.suppress(OSError, NotImplementedError):
+            os.chmod(current, 0o700, follow_symlinks=False)
+        try:
+            with os.scandir(current) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
