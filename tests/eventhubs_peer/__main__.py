@@ -26,16 +26,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.eventhubs_peer", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--hub", action="append", type=parse_hub, required=True,
-                        metavar="NAME:PARTITIONS")
+    parser.add_argument(
+        "--hub", action="append", type=parse_hub, required=True, metavar="NAME:PARTITIONS"
+    )
     parser.add_argument("--max-message-size", type=int, default=ONE_MB)
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    server = PeerServer(dict(args.hub), host=args.host, port=args.port,
-                        max_message_size=args.max_message_size)
+    server = PeerServer(
+        dict(args.hub), host=args.host, port=args.port, max_message_size=args.max_message_size
+    )
     await server.start()
     print(server.connection_string, flush=True)
     stop = asyncio.Event()

@@ -72,11 +72,20 @@ def azurite_blob(host: str = "127.0.0.1", timeout: float = 20.0) -> Iterator[str
     port = _free_port(host)
     workdir = tempfile.mkdtemp(prefix="azurite-")  # cwd, so stray files never land in the repo
     cmd = [
-        binary, "--blobHost", host, "--blobPort", str(port), "--inMemoryPersistence",
-        "--skipApiVersionCheck", "--silent",
+        binary,
+        "--blobHost",
+        host,
+        "--blobPort",
+        str(port),
+        "--inMemoryPersistence",
+        "--skipApiVersionCheck",
+        "--silent",
     ]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=workdir,
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=workdir,
         start_new_session=True,  # our Ctrl-C goes to pytest, not to node mid-test
     )
     try:
@@ -84,7 +93,9 @@ def azurite_blob(host: str = "127.0.0.1", timeout: float = 20.0) -> Iterator[str
         while not _listening(host, port):
             if proc.poll() is not None:
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise AzuriteUnavailable(f"azurite-blob exited with {proc.returncode}: {err[-2000:]}")
+                raise AzuriteUnavailable(
+                    f"azurite-blob exited with {proc.returncode}: {err[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"azurite-blob did not listen on {host}:{port} in {timeout}s")
             time.sleep(0.05)

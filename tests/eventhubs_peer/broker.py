@@ -89,9 +89,13 @@ class Partition:
             "name": self.hub,
             "partition": self.id,
             "begin_sequence_number": codec.typed("long", 0),
-            "last_enqueued_sequence_number": codec.typed("long", last.sequence_number if last else -1),
+            "last_enqueued_sequence_number": codec.typed(
+                "long", last.sequence_number if last else -1
+            ),
             "last_enqueued_offset": str(last.offset) if last else "-1",
-            "last_enqueued_time_utc": codec.typed("timestamp", last.enqueued_time_ms if last else 0),
+            "last_enqueued_time_utc": codec.typed(
+                "timestamp", last.enqueued_time_ms if last else 0
+            ),
             "is_partition_empty": last is None,
         }
 

@@ -29,8 +29,8 @@ __all__ = [
     "BATCH_FORMAT",
     "EMPTY_FRAME",
     "SASL_HEADER",
-    "Accepted",
     "AMQPError",
+    "Accepted",
     "Code",
     "Rejected",
     "Source",
@@ -159,9 +159,7 @@ def delivery_annotations(values: dict[bytes, dict[str, Any]]) -> bytes:
     return bytes(out)
 
 
-def reply_message(
-    correlation_id: Any, status: int, description: str, value: Any = None
-) -> bytes:
+def reply_message(correlation_id: Any, status: int, description: str, value: Any = None) -> bytes:
     """A $cbs/$management response: matched by correlation-id, status in app properties."""
     message = Message(
         properties=Properties(correlation_id=correlation_id),
@@ -197,7 +195,7 @@ def fields_to_target(fields: Iterable[Any] | None) -> Target | None:
 
 def partition_hash(key: str) -> int:
     """The service's partition-key hash (Jenkins lookup3, as the SDK's buffered producer)."""
-    return int(generate_hash_code(key))
+    return int(generate_hash_code(key))  # type: ignore[no-untyped-call]
 
 
 def new_container_id() -> str:

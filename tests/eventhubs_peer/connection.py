@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import codec
@@ -72,8 +73,9 @@ class AmqpConnection:
         if header == codec.SASL_HEADER:
             self.writer.write(codec.SASL_HEADER)
             self.writer.write(
-                codec.encode(codec.perf.SASLMechanism(sasl_server_mechanisms=SASL_MECHANISMS),
-                             sasl=True)
+                codec.encode(
+                    codec.perf.SASLMechanism(sasl_server_mechanisms=SASL_MECHANISMS), sasl=True
+                )
             )
             _, _, body = await self._read_frame()
             code, _fields = codec.decode_frame(body)
@@ -115,17 +117,17 @@ class AmqpConnection:
         if code == Code.OPEN:
             self._on_open(fields)
         elif code == Code.BEGIN:
-            session = Session(self, channel, fields)
-            self.sessions[channel] = session
-            self.send(session.begin_reply(), channel)
+            begun = Session(self, channel, fields)
+            self.sessions[channel] = begun
+            self.send(begun.begin_reply(), channel)
         elif code == Code.CLOSE:
             self.send(codec.perf.CloseFrame(error=None))
             self._closing = True
             self.writer.close()
         elif code == Code.END:
-            session = self.sessions.pop(channel, None)
-            if session is not None:
-                session.close_all()
+            ended = self.sessions.pop(channel, None)
+            if ended is not None:
+                ended.close_all()
                 self.send(codec.perf.EndFrame(error=None), channel)
         else:
             session = self.sessions.get(channel)
@@ -133,7 +135,7 @@ class AmqpConnection:
                 # The SDK detaches its links after it sent End; nothing left to do for those.
                 log.debug("ignoring frame %#x on ended channel %d", code, channel)
                 return
-            handler = {
+            handler: Callable[[list[Any]], None] | None = {
                 Code.ATTACH: session.on_attach,
                 Code.FLOW: session.on_flow,
                 Code.TRANSFER: session.on_transfer,

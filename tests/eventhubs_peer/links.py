@@ -80,7 +80,12 @@ class InboundLink(Link):
         if not first[4]:  # unsettled: the client waits for our outcome
             self.session.send(
                 codec.perf.DispositionFrame(
-                    role=True, first=first[1], last=first[1], settled=True, state=outcome, batchable=None
+                    role=True,
+                    first=first[1],
+                    last=first[1],
+                    settled=True,
+                    state=outcome,
+                    batchable=None,
                 )
             )
         if self.credit < INBOUND_CREDIT // 2 and not self.detached:
@@ -102,7 +107,7 @@ class InboundLink(Link):
                 self.session.handle_request(self, payload)
             else:
                 self._store(payload, message_format)
-        except Exception as exc:  # noqa: BLE001 - any failure is the client's rejected outcome
+        except Exception as exc:
             log.exception("delivery on %s failed", self.address)
             return codec.Rejected(error=codec.AMQPError(b"amqp:internal-error", str(exc), None))
         return codec.Accepted()
@@ -124,18 +129,24 @@ class OutboundLink(Link):
         super().__init__(session, attach, handle, address)
         self.delivery_count = 0
         self.credit = 0
+        self.drain = False
         self._pump: asyncio.Task[None] | None = None
 
     def on_flow(self, fields: list[Any]) -> None:
         delivery_count = fields[5] if fields[5] is not None else self.delivery_count
         if fields[6] is not None:
             self.credit = delivery_count + fields[6] - self.delivery_count
+        self.drain = bool(fields[8])
+        if fields[9] and not self.drain:  # echo
+            self.session.send_flow(self, self.delivery_count, self.credit)
         self.wake()
 
     def wake(self) -> None:
-        if self.detached or self.credit <= 0 or not self.has_next():
+        if self.detached or self.credit <= 0:
             return
-        if self._pump is None or self._pump.done():
+        if not self.has_next():
+            self._finish_drain()
+        elif self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -143,6 +154,15 @@ class OutboundLink(Link):
             self.credit -= 1
             self.delivery_count += 1
             await self.session.send_transfer(self, self.next_payload())
+        self._finish_drain()
+
+    def _finish_drain(self) -> None:
+        """Drain: nothing more to send, so use up the credit and tell the receiver."""
+        if self.drain and self.credit > 0 and not self.detached:
+            self.delivery_count += self.credit
+            self.credit = 0
+            self.drain = False
+            self.session.send_flow(self, self.delivery_count, 0)
 
     def has_next(self) -> bool:
         raise NotImplementedError
@@ -220,4 +240,6 @@ class PartitionReceiver(OutboundLink, Owner):
         super().closed()
         self._unsubscribe()
         a = self.address
-        self.session.connection.peer.broker.release(a.hub, a.consumer_group, a.partition or "", self)
+        self.session.connection.peer.broker.release(
+            a.hub, a.consumer_group, a.partition or "", self
+        )

@@ -118,8 +118,9 @@ class EventHubsPeer:
         if self._thread is not None:
             raise RuntimeError("peer already started")
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True,
-                                        name="eventhubs-peer")
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), daemon=True, name="eventhubs-peer"
+        )
         self._thread.start()
         ready.result(timeout=10)
 
@@ -128,7 +129,7 @@ class EventHubsPeer:
         self._loop = loop
         try:
             loop.run_until_complete(self._server.start())
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+        except BaseException as exc:
             ready.set_exception(exc)
             loop.close()
             return

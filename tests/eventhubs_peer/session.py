@@ -63,7 +63,7 @@ class Session:
         """One settled delivery, split into frames that fit the client's max-frame-size."""
         delivery_id = self.next_outgoing_id
         self.next_outgoing_id += 1
-        first = {
+        first: dict[str, Any] = {
             "handle": link.handle,
             "delivery_id": delivery_id,
             "delivery_tag": delivery_id.to_bytes(4, "big"),
@@ -75,7 +75,9 @@ class Session:
             "aborted": None,
             "batchable": None,
         }
-        empty = codec.encode(codec.perf.TransferFrame(more=True, payload=b"", **first), self.channel)
+        empty = codec.encode(
+            codec.perf.TransferFrame(more=True, payload=b"", **first), self.channel
+        )
         room = max(self.connection.remote_max_frame_size - len(empty), 256)
         chunks = [payload[i : i + room] for i in range(0, len(payload), room)] or [b""]
         rest = {**first, "delivery_id": None, "delivery_tag": None, "message_format": None}
@@ -214,7 +216,9 @@ class Session:
         kind = text("type")
         try:
             if text("operation") != "READ":
-                return codec.reply_message(message_id, 400, f"unsupported operation {text('operation')}")
+                return codec.reply_message(
+                    message_id, 400, f"unsupported operation {text('operation')}"
+                )
             if kind == "com.microsoft:eventhub":
                 body = broker.hub(text("name")).properties()
             elif kind == "com.microsoft:partition":

@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-import subprocess
 import sys
 import time
 import uuid
 import warnings
-from datetime import datetime, timezone
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.eventhub import EventData, TransportType
+from azure.eventhub import EventData
 from azure.eventhub.aio import EventHubConsumerClient, EventHubProducerClient
 from azure.eventhub.exceptions import EventDataSendError
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
@@ -56,9 +55,9 @@ def producer(peer: EventHubsPeer, hub: str = "requests") -> EventHubProducerClie
 
 def consumer(peer: EventHubsPeer, hub: str = "requests", **kwargs: Any) -> EventHubConsumerClient:
     # receive() only returns after close() once its load-balancing sleep ends: keep it short.
-    options = {"load_balancing_interval": 0.2, **FAST, **kwargs}
+    options = {"consumer_group": "$Default", "load_balancing_interval": 0.2, **FAST, **kwargs}
     return EventHubConsumerClient.from_connection_string(
-        peer.connection_string, consumer_group="$Default", eventhub_name=hub, **options
+        peer.connection_string, eventhub_name=hub, **options
     )
 
 
@@ -109,8 +108,11 @@ class Receiver:
         self._tasks.append(
             asyncio.create_task(
                 self.client.receive(
-                    self._on_event, on_error=self._on_error, on_partition_initialize=self._on_init,
-                    on_partition_close=self._on_close, **receive_kwargs,
+                    self._on_event,
+                    on_error=self._on_error,
+                    on_partition_initialize=self._on_init,
+                    on_partition_close=self._on_close,
+                    **receive_kwargs,
                 )
             )
         )
@@ -191,53 +193,55 @@ async def test_partition_keys_route_stably_and_order_is_kept(peer: EventHubsPeer
         assert partitions == {resolver.get_partition_id_by_partition_key(key)}
 
 
-async def test_receive_from_offset_sequence_number_time_and_latest() -> None:
-    # One partition per starting position, all read concurrently by one client (quicker).
-    async with EventHubsPeer({"requests": 7}) as p:
-        async with producer(p) as client:
-            for pid in map(str, range(7)):
-                await client.send_batch([EventData(f"e{i}") for i in range(5)], partition_id=pid)
-            await asyncio.sleep(0.01)  # e5.. get a later enqueued time (ms) than e4
-            for pid in map(str, range(7)):
-                await client.send_batch([EventData(f"e{i}") for i in range(5, 10)],
-                                        partition_id=pid)
-        stored = p.events("requests", "0")
+async def test_receive_from_offset_sequence_number_time_and_latest(peer: EventHubsPeer) -> None:
+    async with producer(peer) as client:
+        await client.send_batch([EventData(f"e{i}") for i in range(5)], partition_id="0")
+        await asyncio.sleep(0.01)  # e5.. get a later enqueued time (ms) than e4
+        await client.send_batch([EventData(f"e{i}") for i in range(5, 10)], partition_id="0")
+        stored = peer.events("requests", "0")
         assert [s.sequence_number for s in stored] == list(range(10))
-        offset_of_e4 = str(stored[4].offset)  # same bytes in every partition, same offsets
         assert stored[5].enqueued_time_ms > stored[4].enqueued_time_ms
-        time_of_e5 = datetime.fromtimestamp(stored[5].enqueued_time_ms / 1000, timezone.utc)
-        positions: dict[str, dict[str, Any]] = {
-            "0": {"starting_position": "-1"},
-            "1": {"starting_position": offset_of_e4},
-            "2": {"starting_position": offset_of_e4, "starting_position_inclusive": True},
-            "3": {"starting_position": 7, "starting_position_inclusive": True},
-            "4": {"starting_position": 7},
-            "5": {"starting_position": time_of_e5, "starting_position_inclusive": True},
-            "6": {"starting_position": "@latest"},
-        }
-        expected = {
-            "0": range(10), "1": range(5, 10), "2": range(4, 10), "3": range(7, 10),
-            "4": range(8, 10), "5": range(5, 10),
-        }
-        audit = EventHubConsumerClient.from_connection_string(
-            p.connection_string, consumer_group="audit", eventhub_name="requests",
-            load_balancing_interval=0.2,
-        )
-        async with Receiver(consumer(p)) as r, Receiver(audit, partition_id="0",
-                                                         starting_position="-1") as other_group:
-            for pid, position in positions.items():
-                r.start(partition_id=pid, **position)
-            want = sum(len(v) for v in expected.values())
-            await wait_for(lambda: r.count() == want, what="events from every position")
-            async with producer(p) as client:
-                await client.send_event(EventData("new"), partition_id="6")
-            await wait_for(lambda: len(r.events["6"]) == 1, what="the event after @latest")
-            await wait_for(lambda: other_group.count() == 10, what="the audit consumer group")
-            await asyncio.sleep(0.1)  # nothing extra may arrive
-        for pid, numbers in expected.items():
-            assert bodies(r.events[pid]) == [f"e{i}" for i in numbers], pid
-        assert bodies(r.events["6"]) == ["new"]
-        assert bodies(other_group.events["0"]) == [f"e{i}" for i in range(10)]
+        offset_of_e4 = str(stored[4].offset)
+        time_of_e5 = datetime.fromtimestamp(stored[5].enqueued_time_ms / 1000, UTC)
+        cases: list[tuple[dict[str, Any], range, str]] = [
+            ({"starting_position": "-1"}, range(10), "$Default"),
+            ({"starting_position": "-1"}, range(10), "audit"),  # groups are independent
+            ({"starting_position": offset_of_e4}, range(5, 10), "$Default"),
+            (
+                {"starting_position": offset_of_e4, "starting_position_inclusive": True},
+                range(4, 10),
+                "$Default",
+            ),
+            ({"starting_position": 7, "starting_position_inclusive": True}, range(7, 10), "b"),
+            ({"starting_position": 7}, range(8, 10), "$Default"),
+            (
+                {"starting_position": time_of_e5, "starting_position_inclusive": True},
+                range(5, 10),
+                "$Default",
+            ),
+            ({"starting_position": "@latest"}, range(0), "$Default"),
+        ]
+        receivers = [
+            Receiver(consumer(peer, consumer_group=group), partition_id="0", **position)
+            for position, _, group in cases
+        ]
+        for receiver in receivers:
+            await receiver.__aenter__()
+        try:
+            wanted = [
+                (receiver, len(numbers))
+                for receiver, (_, numbers, _) in zip(receivers, cases, strict=True)
+            ]
+            for receiver, n in wanted:
+                await wait_for(lambda r=receiver, n=n: r.count() == n, what=f"{n} events")
+            await asyncio.sleep(0.3)  # the @latest receiver's link is attached by now
+            await client.send_event(EventData("new"), partition_id="0")  # live tail for all
+            for receiver, n in wanted:
+                await wait_for(lambda r=receiver, n=n: r.count() == n + 1, what="the new event")
+        finally:
+            await asyncio.gather(*(r.__aexit__(None, None, None) for r in receivers))
+    for receiver, (position, numbers, _) in zip(receivers, cases, strict=True):
+        assert bodies(receiver.events["0"]) == [*(f"e{i}" for i in numbers), "new"], position
 
 
 async def test_message_over_1mb_is_refused(peer: EventHubsPeer) -> None:
@@ -262,35 +266,43 @@ async def test_peer_rejects_oversized_message_the_sdk_sent() -> None:
 
 
 async def test_higher_owner_level_steals_the_partition(peer: EventHubsPeer) -> None:
-    async with Receiver(consumer(peer), partition_id="3", owner_level=1, starting_position="-1") as old:
-        async with producer(peer) as client:
-            await client.send_event(EventData("before"), partition_id="3")
-            await wait_for(lambda: old.count() == 1, what="first receiver's event")
-            async with Receiver(
-                consumer(peer), partition_id="3", owner_level=2, starting_position="-1"
-            ) as new:
-                await wait_for(lambda: new.count() == 1, what="second receiver attached")
-                await wait_for(lambda: bool(old.errors), what="the stolen receiver's error")
-                await client.send_event(EventData("after"), partition_id="3")
-                await wait_for(lambda: new.count() == 2, what="second event")
-                await asyncio.sleep(0.3)
-                # While the epoch-2 receiver is attached, the old one's retries are refused.
-                assert bodies(old.events["3"]) == ["before"]
+    async with (
+        Receiver(consumer(peer), partition_id="3", owner_level=1, starting_position="-1") as old,
+        producer(peer) as client,
+    ):
+        await client.send_event(EventData("before"), partition_id="3")
+        await wait_for(lambda: old.count() == 1, what="first receiver's event")
+        async with Receiver(
+            consumer(peer), partition_id="3", owner_level=2, starting_position="-1"
+        ) as new:
+            await wait_for(lambda: new.count() == 1, what="second receiver attached")
+            await wait_for(lambda: bool(old.errors), what="the stolen receiver's error")
+            await client.send_event(EventData("after"), partition_id="3")
+            await wait_for(lambda: new.count() == 2, what="second event")
+            await asyncio.sleep(0.3)
+            # While the epoch-2 receiver is attached, the old one's retries are refused.
+            assert bodies(old.events["3"]) == ["before"]
     assert bodies(new.events["3"]) == ["before", "after"]
     assert "amqp:link:stolen" in str(old.errors[0]) and "higher epoch" in str(old.errors[0])
 
 
 async def test_connection_drop_and_sdk_recovers(peer: EventHubsPeer) -> None:
-    async with producer(peer) as client, Receiver(
-        consumer(peer), partition_id="0", starting_position="-1"
-    ) as r:
+    async with (
+        producer(peer) as client,
+        Receiver(consumer(peer), partition_id="0", starting_position="-1") as r,
+    ):
         await client.send_event(EventData("one"), partition_id="0")
         await wait_for(lambda: r.count() == 1, what="first event")
         assert await peer.drop_connections() >= 2
         await client.send_event(EventData("two"), partition_id="0")  # SDK reconnects
         await wait_for(lambda: r.count() == 2, timeout=20, what="event after the drop")
+        # Links detached with a retryable error (sockets kept): the SDK re-attaches them.
+        assert await peer.force_detach() >= 2
+        await client.send_event(EventData("three"), partition_id="0")
+        await wait_for(lambda: r.count() == 3, timeout=20, what="event after the detach")
         await asyncio.sleep(0.2)
-    assert bodies(r.events["0"]) == ["one", "two"]  # resumed after the last offset, no dup
+    # Each recovery resumed after the last offset seen: nothing lost, nothing twice.
+    assert bodies(r.events["0"]) == ["one", "two", "three"]
     collect_dropped_sdk_sockets()
 
 
@@ -332,7 +344,9 @@ async def checkpoint_store(
 
 
 async def test_checkpoint_metadata_and_resume(
-    peer: EventHubsPeer, azurite: str, container: str,
+    peer: EventHubsPeer,
+    azurite: str,
+    container: str,
     checkpoint_store: Callable[[], BlobCheckpointStore],
 ) -> None:
     async with producer(peer) as client:
@@ -370,15 +384,20 @@ async def test_two_processors_split_partitions_then_one_takes_all(
 ) -> None:
     def processor() -> EventHubConsumerClient:
         return consumer(
-            peer, checkpoint_store=checkpoint_store(),
-            load_balancing_interval=0.5, load_balancing_strategy="greedy",
+            peer,
+            checkpoint_store=checkpoint_store(),
+            load_balancing_interval=0.5,
+            load_balancing_strategy="greedy",
         )
 
     async with Receiver(processor(), starting_position="-1") as a:
         await wait_for(lambda: len(a.owned) == 4, what="a owns all four")
         async with Receiver(processor(), starting_position="-1") as b:
-            await wait_for(lambda: len(a.owned) == 2 and len(b.owned) == 2, timeout=20,
-                           what=f"an even split (a={a.owned}, b={b.owned})")
+            await wait_for(
+                lambda: len(a.owned) == 2 and len(b.owned) == 2,
+                timeout=20,
+                what=f"an even split (a={a.owned}, b={b.owned})",
+            )
             assert a.owned.isdisjoint(b.owned)
         await wait_for(lambda: len(a.owned) == 4, timeout=20, what="a takes all back")
         async with producer(peer) as client:
@@ -391,30 +410,34 @@ async def test_two_processors_split_partitions_then_one_takes_all(
 
 
 async def test_standalone_process_serves_other_processes() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.eventhubs_peer", "--port", "0", "--hub", "requests:2",
-         "--hub", "results:1"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.eventhubs_peer",
+        "--port",
+        "0",
+        "--hub",
+        "requests:2",
+        "--hub",
+        "results:1",
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
-        conn_str = (await asyncio.to_thread(proc.stdout.readline)).strip()
-        assert conn_str.startswith("Endpoint=sb://127.0.0.1:") and "UseDevelopmentEmulator=true" in conn_str
-        client = EventHubProducerClient.from_connection_string(
-            conn_str, eventhub_name="results", transport_type=TransportType.Amqp
-        )
-        async with client:
+        conn_str = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()
+        assert conn_str.startswith("Endpoint=sb://127.0.0.1:")
+        assert conn_str.endswith(";UseDevelopmentEmulator=true")
+        hub_conn_str = conn_str + ";EntityPath=results"
+        async with EventHubProducerClient.from_connection_string(hub_conn_str) as client:
             assert await client.get_partition_ids() == ["0"]
             await client.send_event(EventData("hello"))
         c = EventHubConsumerClient.from_connection_string(
-            conn_str, consumer_group="$Default", eventhub_name="results",
-            load_balancing_interval=0.2,
+            hub_conn_str, consumer_group="$Default", load_balancing_interval=0.2
         )
         async with Receiver(c, starting_position="-1") as r:
             await wait_for(lambda: r.count() == 1, what="event via the standalone peer")
     finally:
         proc.send_signal(signal.SIGTERM)
-        returncode = await asyncio.to_thread(proc.wait, 10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        returncode = await asyncio.wait_for(proc.wait(), 10)
     assert returncode == 0
