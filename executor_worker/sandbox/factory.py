@@ -9,10 +9,11 @@ from executor_worker.sandbox.zygote import ZygoteSandbox
 
 
 def build_sandbox(settings: SandboxSettings) -> Sandbox:
-    """Build (not start) the configured sandbox; ``await sandbox.start()`` probes the host.
+    """Build (not start) the configured sandbox; ``await sandbox.start()`` probes the host
+    and raises SandboxUnavailable if it falls short of ``settings.level``.
 
-    Call it before the worker reads its secrets into anything long-lived is not required:
-    the zygote is launched with an empty environment either way, at ``start()``.
+    The zygote is a fresh ``python -I`` exec'd with an empty environment and only its
+    control socket, so it inherits nothing the worker has read, whenever start() runs.
     """
     if settings.kind == "subprocess":
         return SubprocessSandbox(work_root=settings.work_dir)

@@ -17,14 +17,14 @@ import os
 #: filter would not see), leaving the process group (setsid/setpgid escape killpg), and
 #: changing credentials.
 DENIED = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp", "process_madvise",
     "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
     "fsconfig", "fsmount", "fspick", "mount_setattr",
     "unshare", "setns",
     "add_key", "keyctl", "request_key",
     "bpf", "perf_event_open", "userfaultfd", "fanotify_init",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "reboot", "swapon", "swapoff", "acct", "syslog", "quotactl", "vhangup",
+    "reboot", "swapon", "swapoff", "acct", "syslog", "quotactl", "quotactl_fd", "vhangup",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
     "iopl", "ioperm", "open_by_handle_at", "name_to_handle_at", "lookup_dcookie",
     "io_uring_setup", "io_uring_enter", "io_uring_register",

@@ -129,6 +129,7 @@ class ZygoteSandbox:
             "disabled": sorted(s.disabled_layers), "allow_exec": s.allow_exec,
             "uid_base": s.uid_base, "work_root": str(self._root),
             "extra_read_paths": list(s.extra_read_paths), "nproc": s.nproc,
+            "supervisor_pid": os.getpid(),
         }
         try:
             self._proc = await asyncio.create_subprocess_exec(

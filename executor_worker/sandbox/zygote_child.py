@@ -53,6 +53,7 @@ class Prepared:
 
     ruleset: int = -1  # Landlock ruleset fd holding the read-only rules
     baseline_vm: int = 0  # bytes mapped before the job: RLIMIT_AS comes on top
+    zygote_pid: int = 0
     main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
 
 
@@ -63,7 +64,7 @@ def prepare(plan: Plan) -> Prepared:
         uid, gid = os.getuid(), os.getgid()
         linux.unshare(linux.CLONE_NEWUSER)
         linux.write_id_maps(uid, gid)
-    ready = Prepared()
+    ready = Prepared(zygote_pid=os.getppid())
     if plan.landlock_abi and plan.landlock_policy is not None:
         ready.ruleset = landlock.build_ruleset(plan.landlock_abi, plan.landlock_policy)
     with open("/proc/self/statm") as fh:
@@ -126,8 +127,8 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
         linux.drop_capabilities()
     # After the uid change: the kernel clears the parent-death signal on credential changes.
     linux.set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() == 1:
-        raise RuntimeError("zygote exited during setup")
+    if os.getppid() != ready.zygote_pid:
+        raise RuntimeError("zygote exited during setup")  # reparented: nobody would reap us
     linux.set_no_new_privs()
     if ruleset >= 0:
         landlock.restrict_self(ruleset)

@@ -175,7 +175,7 @@ def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
     ctrl = socket.socket(fileno=int(argv[2]))
     linux.set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() == 1:
+    if os.getppid() != config["supervisor_pid"]:
         return  # the supervisor died before we armed the parent-death signal
     linux.set_child_subreaper()
     failures = _preimport(config["preimport"])
@@ -190,7 +190,7 @@ def main(argv: list[str]) -> None:
     plan, layers = probe.detect(probe_config)
     # Entering a user namespace changes our credentials, which clears the death signal.
     linux.set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() == 1:
+    if os.getppid() != config["supervisor_pid"]:
         return
     protocol.send(ctrl, {
         "op": "hello", "pid": os.getpid(), "layers": list(layers), "notes": plan.notes,
