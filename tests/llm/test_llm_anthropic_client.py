@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 
 from llm_worker.anthropic_client import AnthropicGenerator
 from llm_worker.generator import GenerationTask, LlmPermanentError, LlmTransientError
@@ -24,7 +25,7 @@ TASK = GenerationTask(prompt="sum the squares of 1..100")
 
 @pytest.fixture
 async def generator(api: FakeAnthropic) -> AsyncIterator[AnthropicGenerator]:
-    llm = LlmSettings(llm_api_key="sk-test", anthropic_base_url=api.base_url,
+    llm = LlmSettings(llm_api_key=SecretStr("sk-test"), anthropic_base_url=api.base_url,
                       llm_model="claude-test-model", llm_max_tokens=2048, llm_timeout_s=1.0,
                       llm_max_retry_after_s=30)
     gen = AnthropicGenerator(llm, ExecutionSettings())
@@ -126,7 +127,7 @@ async def test_a_slow_api_times_out_as_transient(
 async def test_an_unreachable_api_is_transient() -> None:
     async with FakeAnthropic() as gone:
         url = gone.base_url
-    gen = AnthropicGenerator(LlmSettings(llm_api_key="k", anthropic_base_url=url),
+    gen = AnthropicGenerator(LlmSettings(llm_api_key=SecretStr("k"), anthropic_base_url=url),
                              ExecutionSettings())
     try:
         with pytest.raises(LlmTransientError) as info:

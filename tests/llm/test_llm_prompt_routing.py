@@ -73,3 +73,17 @@ def test_routing(kwargs: dict[str, object], route: ExecRoute, reason: str) -> No
                                "execution": EXECUTION, **kwargs}
     got, why = resolve_route(**args)  # type: ignore[arg-type]
     assert got is route and reason in why
+
+
+def test_settings_read_either_key_and_comma_separated_packages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-anthropic")
+    monkeypatch.setenv("HEAVY_PACKAGES", "numpy, pandas ,sklearn")
+    monkeypatch.setenv("LLM_MAX_CONCURRENCY", "8")
+    s = LlmSettings()
+    assert s.llm_api_key is not None and s.llm_api_key.get_secret_value() == "sk-anthropic"
+    assert s.heavy_packages == ("numpy", "pandas", "sklearn")
+    assert s.llm_max_concurrency == 8
+    monkeypatch.setenv("LLM_API_KEY", "sk-llm")
+    key = LlmSettings().llm_api_key
+    assert key is not None and key.get_secret_value() == "sk-llm"
