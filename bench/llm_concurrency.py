@@ -44,6 +44,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from pydantic import SecretStr
+
 from consumers.results import ResultFollower
 from llm_worker import service as llm_service
 from pipeline.bus.memory import MemoryBus
@@ -73,7 +75,7 @@ def config(base_url: str, concurrency: int, partitions: int) -> AppConfig:
         LogSettings(), BusSettings(memory_partitions=partitions),
         ProcessorSettings(max_concurrency=concurrency, max_retries=1, checkpoint_interval_s=1.0),
         ExecutionSettings(),
-        LlmSettings(llm_api_key="bench", anthropic_base_url=base_url,
+        LlmSettings(llm_api_key=SecretStr("bench"), anthropic_base_url=base_url,
                     llm_max_concurrency=concurrency, llm_timeout_s=60),
         ServiceSettings(),
     )
@@ -150,7 +152,7 @@ async def bench(mode: str, n: int, delay: float, concurrency: int, partitions: i
             raise SystemExit(f"bench broken: {len(results)}/{n} results, {len(failed)} failed, "
                              f"{stats['requests']} API calls "
                              f"({failed[0].error if failed else ''})")
-        llm_elapsed = max(stats["replied"]) - started
+        llm_elapsed = float(max(stats["replied"])) - started
         ideal = concurrency / delay
         llm_rate, e2e_rate = n / llm_elapsed, n / (finished - started)
         print(f"[{mode}] requests {n}, API delay {delay:g}s, concurrency {concurrency}, "
