@@ -5,8 +5,8 @@ over an unnamed SOCK_SEQPACKET socketpair, checks the layers the zygote found ag
 ``SANDBOX_LEVEL``, and per job: writes the job directory, hands the zygote the write ends of
 two pipes it owns, enforces the wall-clock timeout (the zygote kills the job's process
 group), caps output, classifies the ending and collects artifacts. The supervisor holds the
-secrets; no job process is ever its child, shares its uid with the zygote's privileges, or
-holds a descriptor that leads back to it.
+secrets: no job process is its child, inherits its environment or memory, or holds a
+descriptor that leads back to it.
 """
 
 from __future__ import annotations
