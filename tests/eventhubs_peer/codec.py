@@ -166,6 +166,8 @@ def reply_message(correlation_id: Any, status: int, description: str, value: Any
         application_properties={
             "status-code": typed("int", status),
             "status-description": typed("string", description),
+            # azure-eventhub 5.15's $management client reads this spelling instead.
+            "statusDescription": typed("string", description),
         },
         value=value,
     )
