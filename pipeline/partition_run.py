@@ -67,7 +67,10 @@ class PartitionRun:
         if not ok:
             log.error("event.unfinished", partition=self._ctx.partition_id,
                       sequence_number=event.sequence_number)
-        if self._window.pending_checkpoint >= self._settings.checkpoint_every:
+        # One write at a time; work finished during a write waits for the next batch, so a
+        # slow checkpoint store does not turn into a burst of writes.
+        if (self._window.pending_checkpoint >= self._settings.checkpoint_every
+                and not self._checkpoint_lock.locked()):
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
