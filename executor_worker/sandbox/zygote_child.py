@@ -61,9 +61,9 @@ def prepare(plan: Plan) -> Prepared:
     """Job-independent setup, done right after the fork so a job does not wait for it."""
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.userns:
-        uid, gid = os.getuid(), os.getgid()
+        # No id maps: writing them costs ~0.45 ms, and an unmapped job (it sees uid 65534)
+        # still creates files as its real uid and can create no namespace of its own.
         linux.unshare(linux.CLONE_NEWUSER)
-        linux.write_id_maps(uid, gid)
     ready = Prepared(zygote_pid=os.getppid())
     if plan.landlock_abi and plan.landlock_policy is not None:
         ready.ruleset = landlock.build_ruleset(plan.landlock_abi, plan.landlock_policy)
