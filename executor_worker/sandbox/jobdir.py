@@ -29,6 +29,27 @@ def make_job_dir(root: Path, job: SandboxJob, owner: int | None) -> Path:
     return job_dir
 
 
+def sweep_dead_instances(work_dir: Path) -> None:
+    """Remove ``sbx-<pid>-*`` directories left by sandbox instances whose process is gone."""
+    for entry in os.scandir(work_dir):
+        parts = entry.name.split("-")
+        if len(parts) != 3 or parts[0] != "sbx" or not parts[1].isdigit():
+            continue
+        if not entry.is_dir(follow_symlinks=False) or _alive(int(parts[1])):
+            continue
+        remove_job_dir(Path(entry.path))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_job_dir(path: Path) -> None:
     """Remove the directory; the job's processes are gone by now, so nothing races us."""
     shutil.rmtree(path, ignore_errors=True)

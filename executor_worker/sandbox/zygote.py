@@ -24,7 +24,7 @@ import structlog
 
 from executor_worker.sandbox import levels, protocol
 from executor_worker.sandbox.api import SandboxJob, SandboxOutcome, SandboxUnavailable
-from executor_worker.sandbox.jobdir import make_job_dir, remove_job_dir
+from executor_worker.sandbox.jobdir import make_job_dir, remove_job_dir, sweep_dead_instances
 from executor_worker.sandbox.jobfiles import collect_artifacts
 from executor_worker.sandbox.output import CappedBuffer
 from executor_worker.sandbox.pipes import PipeReader
@@ -55,7 +55,10 @@ class ZygoteSandbox:
     def __init__(self, settings: SandboxSettings, *, python: str | None = None) -> None:
         self._settings = settings
         self._python = python or real_python()
-        self._root = Path(os.path.realpath(settings.work_dir))
+        self._work_dir = Path(os.path.realpath(settings.work_dir))
+        # A directory of this instance's own: several workers (or tests) may share work_dir,
+        # and a worker that died mid-job leaves directories that only it may sweep.
+        self._root = self._work_dir / f"sbx-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._layers: tuple[str, ...] = ()
         self._notes: dict[str, str] = {}
         self._uid_base: int | None = None
@@ -115,9 +118,19 @@ class ZygoteSandbox:
                 proc.kill()
                 await proc.wait()
         self._fail_waiting()
+        if not self._waiting:
+            remove_job_dir(self._root)
+
+    @property
+    def job_root(self) -> Path:
+        """Where this instance's job directories live (one per running job)."""
+        return self._root
 
     def _prepare_root(self) -> None:
-        self._root.mkdir(parents=True, exist_ok=True)
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._work_dir, 0o711 if os.geteuid() == 0 else 0o700)
+        sweep_dead_instances(self._work_dir)
+        self._root.mkdir(exist_ok=True)
         # 0711: job uids may traverse to their own directory but not list the others.
         os.chmod(self._root, 0o711 if os.geteuid() == 0 else 0o700)
 

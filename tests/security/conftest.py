@@ -94,7 +94,7 @@ async def harness(secrets: Path, work_dir: Path) -> AsyncIterator[Harness]:
     assert isinstance(sandbox, ZygoteSandbox)
     await sandbox.start()
     try:
-        yield Harness(sandbox, work_dir / "jobs", secrets)
+        yield Harness(sandbox, sandbox.job_root, secrets)
     finally:
         await sandbox.close()
 

@@ -174,3 +174,22 @@ async def test_preimported_numpy_is_usable_and_memory_still_capped(work_dir: Pat
         assert (big.status, big.reason_code) == ("failed", "memory_limit")
     finally:
         await sandbox.close()
+
+
+async def test_directories_of_dead_instances_are_swept_at_start(work_dir: Path) -> None:
+    jobs = work_dir / "jobs"
+    dead = jobs / "sbx-999999999-deadbeef" / "job-left"  # no such pid
+    live = jobs / f"sbx-{os.getppid()}-cafecafe" / "job-running"
+    for path in (dead, live):
+        path.mkdir(parents=True)
+        (path / "inputs.json").write_text("{}")
+    sandbox = build_sandbox(settings_for(work_dir))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()
+    try:
+        assert not dead.parent.exists()
+        assert live.exists()
+        assert sandbox.job_root.is_dir()
+    finally:
+        await sandbox.close()
+    assert not sandbox.job_root.exists()
