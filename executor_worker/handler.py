@@ -1,8 +1,9 @@
 """Execution commands -> results: run the code on its route, assemble the result.
 
-An LLM-written attempt that fails goes back to the LLM worker as a ``RepairRequest`` while
-attempts remain (the attempt number travels in the events, so a restart or a duplicate
-resumes the loop where it was); everything else becomes the request's final result.
+An LLM-written attempt that fails goes back to the LLM worker as a ``RepairRequest`` (the
+attempt number travels in the events, so a restart or a duplicate resumes the loop where it
+was); the LLM worker repairs it or, with attempts spent, publishes the final result saying
+so. Everything else becomes the request's final result here.
 """
 
 from __future__ import annotations
@@ -41,21 +42,20 @@ class ExecutorWorker:
         light: Sandbox,
         heavy: Sandbox | None,
         settings: ExecutionSettings,
-        max_retries: int,
     ) -> None:
         self._hubs = hubs
         self._light = light
         self._heavy = heavy
         self._settings = settings
-        self._max_attempts = max(1, max_retries)
 
     async def handle(self, event: Event, ctx: EventContext) -> Sequence[Emit]:
         if not isinstance(event, ExecutionCommand):
             raise PermanentError(f"executor cannot handle {event.kind!r} events")
         result = await self._execute(event)
-        can_repair = event.source == "llm" or event.allow_rewrite
-        if (result.status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT) and can_repair
-                and event.prompt and event.attempt < self._max_attempts):
+        # The LLM worker decides whether to try again or give up (and says why in the final
+        # result); a big failure travels by claim check, so nothing is trimmed here.
+        can_repair = (event.source == "llm" or event.allow_rewrite) and bool(event.prompt)
+        if result.status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT) and can_repair:
             return [Emit(self._hubs.requests,
                          RepairRequest(request_id=event.request_id, command=event, failure=result))]
         return [Emit(self._hubs.results, result)]

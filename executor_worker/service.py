@@ -40,8 +40,7 @@ async def start_sandboxes(
 def build_processor(bus: Bus, cfg: AppConfig, metrics: PipelineMetrics, *, light: Sandbox,
                     heavy: Sandbox | None, owner_id: str | None = None) -> Processor:
     hubs = cfg.bus.hubs
-    worker = ExecutorWorker(hubs=hubs, light=light, heavy=heavy, settings=cfg.execution,
-                            max_retries=cfg.processor.max_retries)
+    worker = ExecutorWorker(hubs=hubs, light=light, heavy=heavy, settings=cfg.execution)
     return Processor(
         name="executor", bus=bus, hub=hubs.executions,
         consumer_group=cfg.service.consumer_group or CONSUMER_GROUP,

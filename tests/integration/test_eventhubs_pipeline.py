@@ -210,3 +210,27 @@ async def test_sigkill_of_one_executor_loses_nothing(namespace: Namespace) -> No
     unique = [r for r in seen if dedupe.first_time(r.dedupe_key)]
     assert sorted(r.request_id for r in unique) == sorted(ids)
     assert all(r.status is ResultStatus.SUCCEEDED for r in unique)
+
+
+async def test_cli_submit_wait_and_results_follow_against_event_hubs(namespace: Namespace) -> None:
+    _, llm_port = namespace.start_worker("llm")
+    _, exec_port = namespace.start_worker("executor")
+    await wait_until(lambda: len(owned(llm_port)) == 4 and len(owned(exec_port)) == 4, 60,
+                     "workers owning all partitions")
+    env = {**namespace.env(), "LOG_LEVEL": "WARNING"}
+    submit = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.cli", "submit", "--code", "print(6 * 7)",
+        "--request-id", "cli-1", "--wait", "--json", env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(submit.communicate(), 120)
+    assert submit.returncode == 0, err.decode()[-2000:]
+    (line,) = out.decode().splitlines()
+    assert json.loads(line)["stdout"] == "42\n"
+
+    follow = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline.cli", "results", "follow", "--from", "earliest",
+        "--request-id", "cli-1", "--count", "1", "--json", env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(follow.communicate(), 60)
+    assert follow.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out.decode())["request_id"] == "cli-1"
