@@ -9,6 +9,7 @@ variable.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
@@ -87,13 +88,22 @@ class ExecutionSettings(BaseSettings):
     heavy_job_namespace: str = "default"
 
 
+#: Third-party packages worth telling the model about when they are installed.
+COMMON_PACKAGES = ("numpy", "pandas", "scipy", "sympy")
+
+
+def _installed() -> tuple[str, ...]:
+    return tuple(name for name in COMMON_PACKAGES if importlib.util.find_spec(name) is not None)
+
+
 class LlmSettings(BaseSettings):
     """The LLM worker: the Anthropic API, and what the model is told about the sandbox.
 
     ``LIGHT_PACKAGES`` / ``HEAVY_PACKAGES`` are the importable top-level modules (beyond the
     standard library) installed in the light sandbox and the heavy-executor image; the
     prompt, the import check and routing all read them, so keep them equal to the images.
-    The defaults are what the embedded (dev) interpreter has.
+    The defaults are those of the usual scientific packages this interpreter can import
+    (the embedded sandbox runs on it); set both explicitly in a deployment.
     """
 
     # By name too, so code and tests can pass ``llm_api_key=`` (the env names stay aliases).
@@ -110,8 +120,8 @@ class LlmSettings(BaseSettings):
     llm_max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
     #: Longest ``retry-after`` we honour; a longer one would park a handler slot for ages.
     llm_max_retry_after_s: Annotated[float, Field(ge=0)] = 60.0
-    light_packages: Annotated[tuple[str, ...], NoDecode] = ("numpy", "scipy", "sympy")
-    heavy_packages: Annotated[tuple[str, ...], NoDecode] = ("numpy", "scipy", "sympy")
+    light_packages: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=_installed)
+    heavy_packages: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=_installed)
     sandbox_python_version: str = Field(
         default_factory=lambda: f"{sys.version_info.major}.{sys.version_info.minor}",
         pattern=r"^3\.[0-9]+$",
