@@ -1,0 +1,78 @@
+"""A restricted Kubernetes pod, emulated: no user or network namespaces (RuntimeDefault
+seccomp denies unshare) and no uid switching. The default level still starts there, on
+Landlock + seccomp + rlimits, and still contains the attacks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from executor_worker.sandbox import ZygoteSandbox, build_sandbox
+from tests.security.conftest import SET_COMM, Harness, processes_named, settings_for
+
+pytestmark = pytest.mark.security
+
+
+@pytest.fixture
+async def pod(secrets: Path, work_dir: Path) -> AsyncIterator[Harness]:
+    sandbox = build_sandbox(settings_for(work_dir, disable_layers="netns,userns,uid"))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()  # no SANDBOX_ALLOW_DEGRADED needed at the standard level
+    try:
+        yield Harness(sandbox, sandbox.job_root, secrets)
+    finally:
+        await sandbox.close()
+
+
+async def test_layers_are_reported_honestly(pod: Harness) -> None:
+    layers = set(pod.sandbox.layers())
+    assert not layers & {"netns", "userns", "uid"}
+    assert {"seccomp", "landlock-fs", "landlock-scope", "rlimits"} <= layers
+
+
+async def test_fork_bomb_and_network_and_signals(pod: Harness) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    code = SET_COMM + (
+        "import os, socket, signal\n"
+        "set_comm('podbomb-sec')\n"
+        "for label, fn in [\n"
+        "    ('tcp', lambda: socket.create_connection(('127.0.0.1', inputs['port']), 1)),\n"
+        "    ('kill-all', lambda: os.kill(-1, signal.SIGKILL)),\n"
+        "    ('kill-worker', lambda: os.kill(inputs['worker'], signal.SIGKILL)),\n"
+        "    ('shadow', lambda: open('/etc/shadow').read()),\n"
+        "]:\n"
+        "    try:\n"
+        "        fn()\n"
+        "        print(label, 'ALLOWED', flush=True)\n"
+        "    except OSError:\n"
+        "        print(label, 'DENIED', flush=True)\n"
+        "n = 0\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.fork()\n"
+        "    except OSError:\n"
+        "        n += 1\n"
+    )
+    try:
+        outcome = await pod.run(code, timeout_s=2.0,
+                                inputs={"port": server.getsockname()[1], "worker": os.getpid()})
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    finally:
+        server.close()
+    assert outcome.status == "timed_out"
+    assert "ALLOWED" not in outcome.stdout
+    assert outcome.stdout.count("DENIED") == 4, outcome.stdout
+    for _ in range(50):
+        if not processes_named("podbomb-sec"):
+            break
+        await asyncio.sleep(0.02)
+    assert processes_named("podbomb-sec") == []
+    after = await pod.run("print('ok')")
+    assert after.stdout == "ok\n"
