@@ -1,0 +1,34 @@
+# Images of the two services (build with --target):
+#   docker build --target llm-service -t llm-service:latest .
+#   docker build --target executor-service -t executor-service:latest .
+# tini runs as PID 1 so orphaned processes are reaped and SIGTERM reaches the worker.
+FROM python:3.11-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini libseccomp2 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 1000 app && useradd --uid 1000 --gid 1000 --no-create-home app
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY pipeline ./pipeline
+COPY producers ./producers
+COPY consumers ./consumers
+COPY llm_worker ./llm_worker
+COPY executor_worker ./executor_worker
+RUN pip install .
+USER 1000:1000
+ENTRYPOINT ["tini", "--", "llmexec"]
+
+FROM base AS llm-service
+EXPOSE 8000
+CMD ["worker", "llm", "--port", "8000"]
+
+FROM base AS executor-service
+USER root
+# What light jobs may import; keep LIGHT_PACKAGES in the ConfigMap equal to this list.
+RUN pip install numpy scipy sympy
+USER 1000:1000
+EXPOSE 8001
+CMD ["worker", "executor", "--port", "8001"]
