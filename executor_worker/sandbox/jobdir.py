@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
+import uuid
 from pathlib import Path
 
 from executor_worker.sandbox.api import SandboxJob
@@ -29,15 +31,21 @@ def make_job_dir(root: Path, job: SandboxJob, owner: int | None) -> Path:
     return job_dir
 
 
+def instance_dir_name(pid: int) -> str:
+    """``sbx.<host>.<pid>.<random>``: the host part keeps a work dir shared by mistake
+    between pods (separate pid namespaces) from sweeping the other pod's live jobs."""
+    return f"sbx.{socket.gethostname()}.{pid}.{uuid.uuid4().hex[:8]}"
+
+
 def sweep_dead_instances(work_dir: Path) -> None:
-    """Remove ``sbx-<pid>-*`` directories left by sandbox instances whose process is gone."""
+    """Remove this host's instance directories whose worker process is gone."""
+    prefix = f"sbx.{socket.gethostname()}"
     for entry in os.scandir(work_dir):
-        parts = entry.name.split("-")
-        if len(parts) != 3 or parts[0] != "sbx" or not parts[1].isdigit():
+        owner, _, rest = entry.name.rpartition(".")[0].rpartition(".")
+        if owner != prefix or not rest.isdigit() or not entry.is_dir(follow_symlinks=False):
             continue
-        if not entry.is_dir(follow_symlinks=False) or _alive(int(parts[1])):
-            continue
-        remove_job_dir(Path(entry.path))
+        if not _alive(int(rest)):
+            remove_job_dir(Path(entry.path))
 
 
 def _alive(pid: int) -> bool:

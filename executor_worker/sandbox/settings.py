@@ -7,6 +7,7 @@ explicitly accepts less with ``SANDBOX_ALLOW_DEGRADED=true``. Lists are comma-se
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +19,8 @@ from executor_worker.sandbox.levels import KNOWN_LAYERS
 
 
 def _default_work_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "llmexec-jobs"
+    # Per uid: a root worker and an unprivileged one on the same host must not share it.
+    return Path(tempfile.gettempdir()) / f"llmexec-jobs-{os.getuid()}"
 
 
 class SandboxSettings(BaseSettings):

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,12 @@ import structlog
 
 from executor_worker.sandbox import levels, protocol
 from executor_worker.sandbox.api import SandboxJob, SandboxOutcome, SandboxUnavailable
-from executor_worker.sandbox.jobdir import make_job_dir, remove_job_dir, sweep_dead_instances
+from executor_worker.sandbox.jobdir import (
+    instance_dir_name,
+    make_job_dir,
+    remove_job_dir,
+    sweep_dead_instances,
+)
 from executor_worker.sandbox.jobfiles import collect_artifacts
 from executor_worker.sandbox.output import CappedBuffer
 from executor_worker.sandbox.pipes import PipeReader
@@ -55,10 +61,11 @@ class ZygoteSandbox:
     def __init__(self, settings: SandboxSettings, *, python: str | None = None) -> None:
         self._settings = settings
         self._python = python or real_python()
-        self._work_dir = Path(os.path.realpath(settings.work_dir))
+        self._work_dir = Path(os.path.abspath(settings.work_dir))
         # A directory of this instance's own: several workers (or tests) may share work_dir,
         # and a worker that died mid-job leaves directories that only it may sweep.
-        self._root = self._work_dir / f"sbx-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._instance = instance_dir_name(os.getpid())
+        self._root = self._work_dir / self._instance
         self._layers: tuple[str, ...] = ()
         self._notes: dict[str, str] = {}
         self._uid_base: int | None = None
@@ -127,12 +134,25 @@ class ZygoteSandbox:
         return self._root
 
     def _prepare_root(self) -> None:
-        self._work_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self._work_dir, 0o711 if os.geteuid() == 0 else 0o700)
-        sweep_dead_instances(self._work_dir)
-        self._root.mkdir(exist_ok=True)
-        # 0711: job uids may traverse to their own directory but not list the others.
-        os.chmod(self._root, 0o711 if os.geteuid() == 0 else 0o700)
+        try:
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+            st = os.lstat(self._work_dir)
+            # In a shared /tmp someone else could have created it first, or planted a
+            # symlink to a directory we would then chmod and fill.
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                raise SandboxUnavailable(
+                    f"SANDBOX_WORK_DIR {self._work_dir} is not a directory (symlinks refused) "
+                    f"owned by uid {os.geteuid()}"
+                )
+            # Landlock rules and the zygote's checks want the canonical path.
+            self._root = Path(os.path.realpath(self._work_dir)) / self._instance
+            # 0711: job uids may traverse to their own directory but not list the others.
+            os.chmod(self._work_dir, 0o711 if os.geteuid() == 0 else 0o700)
+            sweep_dead_instances(self._work_dir)
+            self._root.mkdir(exist_ok=True)
+            os.chmod(self._root, 0o711 if os.geteuid() == 0 else 0o700)
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot prepare SANDBOX_WORK_DIR: {exc}") from exc
 
     async def _launch(self) -> protocol.Message:
         mine, theirs = protocol.socketpair()

@@ -178,9 +178,11 @@ async def test_preimported_numpy_is_usable_and_memory_still_capped(work_dir: Pat
 
 async def test_directories_of_dead_instances_are_swept_at_start(work_dir: Path) -> None:
     jobs = work_dir / "jobs"
-    dead = jobs / "sbx-999999999-deadbeef" / "job-left"  # no such pid
-    live = jobs / f"sbx-{os.getppid()}-cafecafe" / "job-running"
-    for path in (dead, live):
+    host = socket.gethostname()
+    dead = jobs / f"sbx.{host}.999999999.deadbeef" / "job-left"  # no such pid
+    live = jobs / f"sbx.{host}.{os.getppid()}.cafecafe" / "job-running"
+    other_host = jobs / "sbx.some-other-pod.999999999.deadbeef" / "job-running"
+    for path in (dead, live, other_host):
         path.mkdir(parents=True)
         (path / "inputs.json").write_text("{}")
     sandbox = build_sandbox(settings_for(work_dir))
@@ -188,8 +190,19 @@ async def test_directories_of_dead_instances_are_swept_at_start(work_dir: Path) 
     await sandbox.start()
     try:
         assert not dead.parent.exists()
-        assert live.exists()
+        assert live.exists() and other_host.exists()
         assert sandbox.job_root.is_dir()
     finally:
         await sandbox.close()
     assert not sandbox.job_root.exists()
+
+
+async def test_work_dir_planted_by_someone_else_is_refused(work_dir: Path) -> None:
+    target = work_dir / "elsewhere"
+    target.mkdir()
+    planted = work_dir / "jobs"
+    planted.symlink_to(target)  # e.g. another local user racing us in a shared /tmp
+    sandbox = build_sandbox(settings_for(work_dir))
+    with pytest.raises(SandboxUnavailable, match="SANDBOX_WORK_DIR"):
+        await sandbox.start()
+    await sandbox.close()
