@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from executor_worker.handler import ExecutorWorker
 from executor_worker.sandbox import Sandbox, SandboxSettings, build_sandbox
 from pipeline.bus.ports import Bus
@@ -11,6 +13,8 @@ from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
 from pipeline.service import serve
 from pipeline.settings import AppConfig, load
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_PORT = 8001
 CONSUMER_GROUP = "executor-worker"
@@ -34,6 +38,8 @@ async def start_sandboxes(
     except BaseException:
         await light.close()
         raise
+    log.info("sandbox.ready", kind=settings.kind, level=settings.level,
+             layers=list(light.layers()), missing=light.notes())
     return light, heavy
 
 
@@ -57,7 +63,8 @@ async def run_service(bus: Bus, cfg: AppConfig, port: int | None,
 
     def health() -> dict[str, Any]:
         return {"service": "executor", "bus": cfg.bus.backend,
-                "sandbox": {"layers": list(light.layers()), "ready": light.ready()}}
+                "sandbox": {"layers": list(light.layers()), "ready": light.ready(),
+                            "missing": light.notes()}}
 
     def ready() -> tuple[bool, dict[str, Any]]:
         ok = bus.connected() and light.ready()

@@ -64,6 +64,10 @@ class Sandbox(Protocol):
 
     def ready(self) -> bool: ...
 
+    def notes(self) -> dict[str, str]:
+        """Why each layer that is not in force is missing (for health and start-up logs)."""
+        ...
+
     async def close(self) -> None: ...
 
 

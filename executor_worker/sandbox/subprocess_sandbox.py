@@ -52,6 +52,10 @@ class SubprocessSandbox:
     def layers(self) -> tuple[str, ...]:
         return ("process", "session", "rlimits", "empty-env", "timeout", "output-cap")
 
+    def notes(self) -> dict[str, str]:
+        reason = "not used by the subprocess sandbox (SANDBOX_KIND=subprocess)"
+        return {layer: reason for layer in ("zygote", "netns", "uid", "landlock-fs", "seccomp")}
+
     async def close(self) -> None:
         self._started = False
 

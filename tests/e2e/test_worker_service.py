@@ -54,6 +54,7 @@ def test_worker_serves_probes_and_metrics_and_stops_on_sigterm(kind: str) -> Non
         assert status == 200 and ready["ready"] is True and ready["bus_connected"] is True
         if kind == "executor":
             assert "rlimits" in health["sandbox"]["layers"]
+            assert isinstance(health["sandbox"]["missing"], dict)
         status, metrics = get(port, "/metrics")
         assert status == 200 and "llmexec_handler_seconds" in metrics
         assert get(port, "/nope")[0] == 404
