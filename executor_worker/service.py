@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from executor_worker.handler import ExecutorWorker
 from executor_worker.sandbox import Sandbox, SandboxSettings, build_sandbox
 from pipeline.bus.ports import Bus
@@ -13,8 +11,6 @@ from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
 from pipeline.service import serve
 from pipeline.settings import AppConfig, load
-
-log = structlog.get_logger(__name__)
 
 DEFAULT_PORT = 8001
 CONSUMER_GROUP = "executor-worker"
@@ -38,8 +34,6 @@ async def start_sandboxes(
     except BaseException:
         await light.close()
         raise
-    log.info("sandbox.ready", kind=settings.kind, level=settings.level,
-             layers=list(light.layers()), missing=light.notes())
     return light, heavy
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import structlog
+
 from pipeline.bus.factory import build_bus
 from pipeline.observability.logging import configure_logging
 from pipeline.settings import load_config
@@ -11,6 +13,12 @@ async def worker_command(kind: str, port: int | None) -> int:
     cfg = load_config()
     configure_logging(cfg.log.log_level, cfg.log.log_format)
     bus = build_bus(cfg.bus)
+    if cfg.bus.backend == "memory":
+        structlog.get_logger(__name__).warning(
+            "bus.memory_only",
+            hint="this worker sees only events published inside its own process; set "
+                 "EVENT_HUB_CONNECTION_STRING and STORAGE_CONNECTION_STRING to share work",
+        )
     if kind == "llm":
         from llm_worker.service import DEFAULT_PORT, run_service
 
