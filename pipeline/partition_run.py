@@ -24,7 +24,6 @@ class PartitionRun:
         self._p = processor
         self._ctx = ctx
         self._settings = processor._settings
-        self._metrics = processor._metrics
         self._window = CheckpointWindow()
         self._slots = asyncio.Semaphore(self._settings.max_concurrency)
         self._tails: dict[str, asyncio.Task[None]] = {}  # last task per partition key
@@ -32,6 +31,10 @@ class PartitionRun:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_lock = asyncio.Lock()
         self._flusher = asyncio.create_task(self._flush_periodically())
+        m, name, hub = processor._metrics, processor.name, processor.hub
+        self._in_flight = m.in_flight.labels(name)
+        self._lag = m.checkpoint_lag.labels(name, hub, ctx.partition_id)
+        self._checkpoints = m.checkpoints.labels(name, hub)
 
     async def submit(self, event: ReceivedEvent) -> None:
         """Start handling ``event``; waits while ``max_concurrency`` events are in flight."""
@@ -52,7 +55,7 @@ class PartitionRun:
             del self._tails[key]
 
     async def _run(self, event: ReceivedEvent, previous: asyncio.Task[None] | None) -> None:
-        in_flight = self._metrics.in_flight.labels(self._p.name)
+        in_flight = self._in_flight
         try:
             if previous is not None:
                 await asyncio.wait([previous])  # same request: strictly after the one before
@@ -85,13 +88,11 @@ class PartitionRun:
                 return
             self._window.mark_checkpointed(target)
             self._last_checkpoint = time.monotonic()
-            self._metrics.checkpoints.labels(self._p.name, self._p.hub).inc()
+            self._checkpoints.inc()
             self._report_lag()
 
     def _report_lag(self) -> None:
-        self._metrics.checkpoint_lag.labels(
-            self._p.name, self._p.hub, self._ctx.partition_id
-        ).set(self._window.lag)
+        self._lag.set(self._window.lag)
 
     async def _flush_periodically(self) -> None:
         interval = self._settings.checkpoint_interval_s

@@ -14,24 +14,25 @@ stops below it, so it is delivered again after a restart.
 
 from __future__ import annotations
 
-import random
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 
-from pipeline.bus.ports import Bus, PartitionContext, Publisher, ReceivedEvent, StartPosition
+from pipeline.bus.ports import (
+    Bus,
+    OutgoingEvent,
+    PartitionContext,
+    Publisher,
+    ReceivedEvent,
+    StartPosition,
+)
 from pipeline.errors import EventTooLargeError, PermanentError, TransientError
 from pipeline.handling import Emit, EventContext, Handler, dead_letter
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.partition_run import PartitionRun
+from pipeline.retries import RetryPolicy
 from pipeline.settings import ProcessorSettings
 from schemas import DecodeError, Event, decode_event, derived_id
 
@@ -66,6 +67,14 @@ class Processor:
         self._publisher = publisher or bus.publisher()
         self.subscription = bus.subscribe(hub, consumer_group, owner_id=owner_id, start=start)
         self._partitions: dict[str, PartitionRun] = {}
+        self._retry = RetryPolicy(settings.max_retries, settings.retry_backoff_s,
+                                  settings.retry_backoff_max_s)
+        # Label children resolved once: labels() is a locked dict lookup per call otherwise.
+        m = self._metrics
+        self._m_ok = m.events.labels(name, hub, "ok")
+        self._m_unfinished = m.events.labels(name, hub, "unfinished")
+        self._m_retries = m.retries.labels(name, hub)
+        self._m_latency = m.handler_seconds.labels(name, hub)
         self._closing_grace: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -130,32 +139,26 @@ class Processor:
 
     async def _handle_decoded(self, ctx: PartitionContext, event: ReceivedEvent,
                               decoded: Event) -> bool:
-        m, s = self._metrics, self._settings
         tries = 0
 
-        def before_sleep(state: RetryCallState) -> None:
-            m.retries.labels(self.name, self.hub).inc()
-            log.warning("handler.retry", tries=state.attempt_number,
-                        error=str(state.outcome.exception() if state.outcome else ""))
+        async def run_handler(try_number: int) -> Sequence[Emit]:
+            nonlocal tries
+            tries = try_number
+            ectx = EventContext(self.hub, self.consumer_group, ctx.partition_id, event.offset,
+                                event.sequence_number, event.enqueued_time, try_number)
+            return await self._handler(decoded, ectx)
+
+        def on_retry(tries: int, exc: BaseException) -> None:
+            self._m_retries.inc()
+            log.warning("handler.retry", tries=tries, error=str(exc))
 
         started = time.monotonic()
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(s.max_retries + 1),
-                wait=_transient_wait(s.retry_backoff_s, s.retry_backoff_max_s),
-                before_sleep=before_sleep,
-                reraise=True,
-            ):
-                with attempt:
-                    tries += 1
-                    ectx = EventContext(self.hub, self.consumer_group, ctx.partition_id,
-                                        event.offset, event.sequence_number,
-                                        event.enqueued_time, tries)
-                    outputs = await self._handler(decoded, ectx)
+            outputs = await self._retry.call(run_handler, on_retry)
         except TransientError as exc:
             return await self._dead_letter(
-                ctx, event, f"gave up after {tries} tries (MAX_RETRIES={s.max_retries}): {exc}",
+                ctx, event,
+                f"gave up after {tries} tries (MAX_RETRIES={self._settings.max_retries}): {exc}",
                 type(exc).__name__, tries, decoded.request_id, cause="retries_exhausted")
         except PermanentError as exc:
             return await self._dead_letter(ctx, event, str(exc), type(exc).__name__, tries,
@@ -167,7 +170,7 @@ class Processor:
                                            type(exc).__name__, tries, decoded.request_id,
                                            cause="crash")
         finally:
-            m.handler_seconds.labels(self.name, self.hub).observe(time.monotonic() - started)
+            self._m_latency.observe(time.monotonic() - started)
         try:
             await self._publish(outputs)
         except EventTooLargeError as exc:
@@ -176,9 +179,9 @@ class Processor:
                                            cause="permanent")
         except TransientError as exc:
             log.error("publish.failed", error=str(exc))
-            m.events.labels(self.name, self.hub, "unfinished").inc()
+            self._m_unfinished.inc()
             return False
-        m.events.labels(self.name, self.hub, "ok").inc()
+        self._m_ok.inc()
         return True
 
     async def _publish(self, outputs: Sequence[Emit]) -> None:
@@ -187,15 +190,11 @@ class Processor:
             by_hub.setdefault(out.hub, []).append(out)
         for hub, emits in by_hub.items():
             encoded = [e.encode() for e in emits]
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(self._settings.max_retries + 1),
-                wait=_transient_wait(self._settings.retry_backoff_s,
-                                     self._settings.retry_backoff_max_s),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._publisher.publish(hub, encoded)
+
+            async def send(_: int, hub: str = hub, encoded: list[OutgoingEvent] = encoded) -> None:
+                await self._publisher.publish(hub, encoded)
+
+            await self._retry.call(send)
             self._metrics.published.labels(self.name, hub).inc(len(encoded))
 
     async def _dead_letter(self, ctx: PartitionContext, event: ReceivedEvent, reason: str,
@@ -214,16 +213,3 @@ class Processor:
         self._metrics.deadletters.labels(self.name, self.hub, cause).inc()
         self._metrics.events.labels(self.name, self.hub, "deadlettered").inc()
         return True
-
-
-def _transient_wait(base: float, cap: float) -> Callable[[RetryCallState], float]:
-    """Exponential backoff with jitter, but never shorter than the error's own ``delay``."""
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        floor = getattr(exc, "delay", None) or 0.0
-        backoff: float = min(cap, base * 2 ** (state.attempt_number - 1))
-        return max(float(floor), backoff + random.uniform(0, base))
-
-    return wait
-
