@@ -86,6 +86,17 @@ class ExecutionSettings(BaseSettings):
     heavy_job_memory_limit: str = "8Gi"
     heavy_job_image: str = "heavy-executor:latest"
     heavy_job_namespace: str = "default"
+    #: Where heavy work runs: ``local`` (the heavy-executor entrypoint as a subprocess, the
+    #: embedded default) or ``kubernetes`` (one Job per attempt, reported by a reconciler).
+    heavy_runner: Literal["local", "kubernetes"] = "local"
+    heavy_job_runtime_class: str | None = None
+    #: Added to the code's timeout for the Job's activeDeadlineSeconds: the entrypoint
+    #: enforces the timeout itself; the deadline is the backstop and includes pod start.
+    heavy_job_start_grace_s: Annotated[int, Field(ge=0, le=3600)] = 60
+    #: A pod stuck unschedulable or failing to pull its image this long fails the request.
+    heavy_job_pending_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    #: The reconciler's full re-list interval (the watch in between is restarted this often).
+    heavy_job_resync_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 #: Third-party packages worth telling the model about when they are installed.

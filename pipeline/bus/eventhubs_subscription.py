@@ -141,7 +141,8 @@ class EventHubsSubscription:
         async with store, self._client:
             receiving = asyncio.create_task(self._client.receive_batch(
                 on_batch, max_batch_size=self._bus.max_batch,
-                starting_position=_START[self._start],
+                starting_position=(self._start if isinstance(self._start, datetime)
+                                   else _START[self._start]),
                 on_partition_initialize=on_init, on_partition_close=on_close,
                 on_error=on_error,
             ))

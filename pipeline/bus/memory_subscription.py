@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -130,6 +132,9 @@ class MemorySubscription:
         for cp in checkpoints:
             if cp.partition_id == partition.partition_id:
                 return cp.sequence_number + 1
+        if isinstance(self._start, datetime):
+            times = [e.enqueued_time for e in partition.events]
+            return bisect.bisect_left(times, self._start)
         return len(partition.events) if self._start == "latest" else 0
 
     async def _read(self, pid: str, receiver: PartitionReceiver) -> None:

@@ -15,7 +15,10 @@ from typing import Literal, Protocol
 #: Event Hubs' limit for one event (standard tier); batches are filled up to it.
 MAX_EVENT_BYTES = 1024 * 1024
 
-StartPosition = Literal["earliest", "latest"]
+#: Where a consumer group without a checkpoint starts: the oldest retained event, the next
+#: new one, or the first event enqueued at or after a time (a follower waiting for the
+#: answers to what it is about to publish starts a little before "now").
+StartPosition = Literal["earliest", "latest"] | datetime
 
 
 @dataclass(frozen=True)

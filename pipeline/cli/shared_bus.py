@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
+from datetime import UTC, datetime, timedelta
 
 from consumers.deadletters import read_dead_letters, replay
 from consumers.results import ResultFollower
@@ -23,6 +23,7 @@ from pipeline.observability.logging import configure_logging
 from pipeline.settings import AppConfig, load_config
 from producers.client import RequestProducer
 
+CLOCK_SKEW_S = 60
 NEEDS_SHARED_BUS = (
     "needs a bus shared between processes: set EVENT_HUB_CONNECTION_STRING and "
     "STORAGE_CONNECTION_STRING (the embedded memory bus lives inside one process; "
@@ -47,9 +48,10 @@ async def submit_command(args: argparse.Namespace) -> int:
         print(f"llmexec submit: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        follower = ResultFollower(bus, cfg.bus.hubs, start="latest") if args.wait else None
-        if follower is not None:
-            await asyncio.sleep(cfg.bus.eventhub_load_balancing_interval_s)
+        # Answers are enqueued after we publish: start there (less clock skew), not at the
+        # start of the hub's history, and without racing "latest" against the first answer.
+        since = datetime.now(UTC) - timedelta(seconds=CLOCK_SKEW_S)
+        follower = ResultFollower(bus, cfg.bus.hubs, start=since) if args.wait else None
         await RequestProducer(bus.publisher(), cfg.bus.hubs.requests).submit_many(requests)
         if follower is None:
             for req in requests:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pytest
 
@@ -151,3 +152,16 @@ async def test_members_split_partitions_and_survivor_takes_over(bus_factory: Bus
     await until(lambda: b.owned_partitions() == frozenset(ids))
     await b.stop()
     await tb
+
+
+async def test_start_at_a_time_skips_what_came_before(bus_factory: BusFactory) -> None:
+    bus = bus_factory()
+    pub = bus.publisher()
+    await pub.publish("h", [ev("before", "k")])
+    await asyncio.sleep(0.05)
+    since = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await pub.publish("h", [ev("after", "k")])
+    rec = Recorder()
+    await consume(bus, "h", "timed", rec, 1, start=since)
+    assert rec.bodies() == [b"after"]
