@@ -4,6 +4,10 @@ An LLM-written attempt that fails goes back to the LLM worker as a ``RepairReque
 attempt number travels in the events, so a restart or a duplicate resumes the loop where it
 was); the LLM worker repairs it or, with attempts spent, publishes the final result saying
 so. Everything else becomes the request's final result here.
+
+Heavy work goes to a :class:`JobRunner`. The local runner finishes inline; the Kubernetes
+runner only submits the Job (no output, so the partition moves on) and the reconciler later
+turns the finished Job into the same events through :func:`emits_for`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from executor_worker.heavy.runner import JobRunner
 from executor_worker.sandbox import Sandbox, SandboxJob, SandboxOutcome, SandboxUnavailable
 from pipeline.errors import PermanentError, TransientError
 from pipeline.handling import Emit, EventContext
@@ -40,7 +45,7 @@ class ExecutorWorker:
         *,
         hubs: HubNames,
         light: Sandbox,
-        heavy: Sandbox | None,
+        heavy: JobRunner | None,
         settings: ExecutionSettings,
     ) -> None:
         self._hubs = hubs
@@ -51,63 +56,79 @@ class ExecutorWorker:
     async def handle(self, event: Event, ctx: EventContext) -> Sequence[Emit]:
         if not isinstance(event, ExecutionCommand):
             raise PermanentError(f"executor cannot handle {event.kind!r} events")
-        result = await self._execute(event)
-        # The LLM worker decides whether to try again or give up (and says why in the final
-        # result); a big failure travels by claim check, so nothing is trimmed here.
-        can_repair = (event.source == "llm" or event.allow_rewrite) and bool(event.prompt)
-        if result.status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT) and can_repair:
-            return [Emit(self._hubs.requests,
-                         RepairRequest(request_id=event.request_id, command=event, failure=result))]
-        return [Emit(self._hubs.results, result)]
-
-    async def _execute(self, cmd: ExecutionCommand) -> ExecutionResult:
-        runner = self._light if cmd.route is ExecRoute.LIGHT else self._heavy
-        if runner is None:
-            return self._result(cmd, None, ResultStatus.FAILED, ErrorInfo(
-                code="route_unavailable",
-                message="heavy execution is not available on this executor",
-            ))
-        job = self._job(cmd)
+        if event.route is ExecRoute.HEAVY and self._heavy is None:
+            return emits_for(self._hubs, event, failure_result(
+                event, "route_unavailable", "heavy execution is not available on this executor"))
+        job = sandbox_job(event, self._settings)
         try:
-            outcome = await runner.run(job)
+            if event.route is ExecRoute.LIGHT:
+                outcome: SandboxOutcome | None = await self._light.run(job)
+            else:
+                assert self._heavy is not None
+                outcome = await self._heavy.submit(event, job)
         except SandboxUnavailable as exc:
             raise TransientError(f"sandbox unavailable: {exc}") from exc
-        status = ResultStatus(outcome.status)
-        error = None if status is ResultStatus.SUCCEEDED else ErrorInfo(
-            code=outcome.reason_code or "failed",
-            message=outcome.reason or status.value,
-            details={"signal": outcome.signal} if outcome.signal else {},
-        )
-        return self._result(cmd, outcome, status, error)
+        if outcome is None:
+            # A detached runner took it; its reconciler publishes the result when it ends.
+            log.info("heavy.submitted", job_id=job.job_id)
+            return []
+        return emits_for(self._hubs, event, outcome_result(event, outcome))
 
-    def _job(self, cmd: ExecutionCommand) -> SandboxJob:
-        s = self._settings
-        light = cmd.route is ExecRoute.LIGHT
-        max_timeout = s.execution_timeout if light else s.heavy_job_timeout
-        max_memory = s.execution_memory_mb if light else s.heavy_job_memory_mb
-        return SandboxJob(
-            job_id=derived_id("job", cmd.request_id, cmd.attempt),
-            code=cmd.code,
-            inputs=cmd.inputs,
-            timeout_s=min(cmd.limits.timeout_s or max_timeout, max_timeout),
-            memory_mb=min(cmd.limits.memory_mb or max_memory, max_memory),
-            max_output_bytes=s.max_output_bytes,
-        )
 
-    def _result(self, cmd: ExecutionCommand, outcome: SandboxOutcome | None,
-                status: ResultStatus, error: ErrorInfo | None) -> ExecutionResult:
-        record = AttemptRecord(attempt=cmd.attempt, code=cmd.code, source=cmd.source,
-                               validation=cmd.validation, status=status, error=error,
-                               usage=cmd.usage)
-        o = outcome
-        return ExecutionResult(
-            request_id=cmd.request_id, attempt=cmd.attempt, status=status,
-            exit_code=o.exit_code if o else None,
-            stdout=o.stdout if o else "", stderr=o.stderr if o else "",
-            stdout_truncated=o.stdout_truncated if o else False,
-            stderr_truncated=o.stderr_truncated if o else False,
-            duration_ms=o.duration_ms if o else 0.0,
-            route=cmd.route, attempts=[*cmd.history, record], code=cmd.code, error=error,
-            artifacts=o.artifacts if o else [], sandbox=list(o.layers) if o else [],
-            metadata=cmd.metadata,
-        )
+def emits_for(hubs: HubNames, cmd: ExecutionCommand, result: ExecutionResult) -> list[Emit]:
+    """The events for one finished attempt: a repair request or the final result."""
+    # The LLM worker decides whether to try again or give up (and says why in the final
+    # result); a big failure travels by claim check, so nothing is trimmed here.
+    can_repair = (cmd.source == "llm" or cmd.allow_rewrite) and bool(cmd.prompt)
+    if result.status in (ResultStatus.FAILED, ResultStatus.TIMED_OUT) and can_repair:
+        return [Emit(hubs.requests,
+                     RepairRequest(request_id=cmd.request_id, command=cmd, failure=result))]
+    return [Emit(hubs.results, result)]
+
+
+def sandbox_job(cmd: ExecutionCommand, s: ExecutionSettings) -> SandboxJob:
+    """The command's limits, capped by its route's maxima."""
+    light = cmd.route is ExecRoute.LIGHT
+    max_timeout = s.execution_timeout if light else s.heavy_job_timeout
+    max_memory = s.execution_memory_mb if light else s.heavy_job_memory_mb
+    return SandboxJob(
+        job_id=derived_id("job", cmd.request_id, cmd.attempt),
+        code=cmd.code,
+        inputs=cmd.inputs,
+        timeout_s=min(cmd.limits.timeout_s or max_timeout, max_timeout),
+        memory_mb=min(cmd.limits.memory_mb or max_memory, max_memory),
+        max_output_bytes=s.max_output_bytes,
+    )
+
+
+def outcome_result(cmd: ExecutionCommand, outcome: SandboxOutcome) -> ExecutionResult:
+    status = ResultStatus(outcome.status)
+    error = None if status is ResultStatus.SUCCEEDED else ErrorInfo(
+        code=outcome.reason_code or "failed",
+        message=outcome.reason or status.value,
+        details={"signal": outcome.signal} if outcome.signal else {},
+    )
+    return _result(cmd, outcome, status, error)
+
+
+def failure_result(cmd: ExecutionCommand, code: str, message: str) -> ExecutionResult:
+    return _result(cmd, None, ResultStatus.FAILED, ErrorInfo(code=code, message=message))
+
+
+def _result(cmd: ExecutionCommand, outcome: SandboxOutcome | None,
+            status: ResultStatus, error: ErrorInfo | None) -> ExecutionResult:
+    record = AttemptRecord(attempt=cmd.attempt, code=cmd.code, source=cmd.source,
+                           validation=cmd.validation, status=status, error=error,
+                           usage=cmd.usage)
+    o = outcome
+    return ExecutionResult(
+        request_id=cmd.request_id, attempt=cmd.attempt, status=status,
+        exit_code=o.exit_code if o else None,
+        stdout=o.stdout if o else "", stderr=o.stderr if o else "",
+        stdout_truncated=o.stdout_truncated if o else False,
+        stderr_truncated=o.stderr_truncated if o else False,
+        duration_ms=o.duration_ms if o else 0.0,
+        route=cmd.route, attempts=[*cmd.history, record], code=cmd.code, error=error,
+        artifacts=o.artifacts if o else [], sandbox=list(o.layers) if o else [],
+        metadata=cmd.metadata,
+    )

@@ -85,11 +85,14 @@ class ExecutionSettings(BaseSettings):
     heavy_job_memory_request: str = "4Gi"
     heavy_job_memory_limit: str = "8Gi"
     heavy_job_image: str = "heavy-executor:latest"
-    heavy_job_namespace: str = "default"
+    #: Empty: the executor's own namespace when it runs in a pod, else "default".
+    heavy_job_namespace: str = ""
     #: Where heavy work runs: ``local`` (the heavy-executor entrypoint as a subprocess, the
     #: embedded default) or ``kubernetes`` (one Job per attempt, reported by a reconciler).
     heavy_runner: Literal["local", "kubernetes"] = "local"
     heavy_job_runtime_class: str | None = None
+    #: The Job template; empty: the repository's job_templates/heavy-job.yaml.
+    heavy_job_template: str = ""
     #: Added to the code's timeout for the Job's activeDeadlineSeconds: the entrypoint
     #: enforces the timeout itself; the deadline is the backstop and includes pod start.
     heavy_job_start_grace_s: Annotated[int, Field(ge=0, le=3600)] = 60
