@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from executor_worker.handler import sandbox_job
 from executor_worker.heavy.contract import MAX_CODE_BYTES, job_files
+from executor_worker.heavy.kube import KubernetesJobRunner
 from executor_worker.heavy.render import (
     COMMAND_KEY,
+    DEFAULT_TEMPLATE,
     job_name,
+    load_template,
     render_configmap,
     render_job,
     request_label,
@@ -122,3 +127,17 @@ def test_code_above_the_limit_is_refused() -> None:
     big = type(job)(**{**job.__dict__, "code": "x" * (MAX_CODE_BYTES + 1)})
     with pytest.raises(ValueError, match="exceeds"):
         job_files(big)
+
+
+def test_template_path_is_a_setting_and_must_be_a_job(tmp_path: Path) -> None:
+    custom = tmp_path / "job.yaml"
+    custom.write_text(DEFAULT_TEMPLATE.read_text().replace("imagePullPolicy: IfNotPresent",
+                                                           "imagePullPolicy: Always"))
+    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
+    runner = KubernetesJobRunner(heavy_settings(heavy_job_template=str(custom)), api)
+    (c,) = runner._template["spec"]["template"]["spec"]["containers"]
+    assert c["imagePullPolicy"] == "Always"
+    api.close()
+    (tmp_path / "cm.yaml").write_text("kind: ConfigMap\n")
+    with pytest.raises(ValueError, match="not a Job template"):
+        load_template(tmp_path / "cm.yaml")
