@@ -43,7 +43,7 @@ from executor_worker.heavy.render import (
 from executor_worker.heavy.runner import JobCompletion
 from executor_worker.heavy.verdict import CONTAINER, finished, job_outcome, stuck_reason
 from executor_worker.sandbox.api import SandboxJob, SandboxOutcome
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import ConfigError, PermanentError, TransientError
 from pipeline.settings import ExecutionSettings
 from schemas import ExecutionCommand
 
@@ -78,19 +78,34 @@ class KubernetesJobRunner:
         """In-cluster credentials in a pod, else the kubeconfig (a developer's cluster)."""
         cfg = client.Configuration()
         namespace = settings.heavy_job_namespace
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            if not namespace:  # the Role grants Jobs in our own namespace only
-                namespace = Path(SA_NAMESPACE).read_text(encoding="utf-8").strip()
-        else:
-            config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        try:
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                if not namespace:  # the Role grants Jobs in our own namespace only
+                    namespace = Path(SA_NAMESPACE).read_text(encoding="utf-8").strip()
+            else:
+                config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError) as exc:
+            raise ConfigError(f"HEAVY_RUNNER=kubernetes: no Kubernetes credentials (neither "
+                              f"in-cluster nor a kubeconfig): {exc}") from None
         update = {"heavy_job_namespace": namespace or "default"}
         return cls(settings.model_copy(update=update), client.ApiClient(cfg))
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Fail at start, with one line, when the API or the Role does not let us work."""
         self._closed.clear()
+        try:
+            await asyncio.to_thread(self._batch.list_namespaced_job, self._ns, limit=1,
+                                    label_selector=SELECTOR, _preload_content=False)
+        except ApiException as exc:
+            raise ConfigError(f"HEAVY_RUNNER=kubernetes: cannot list Jobs in namespace "
+                              f"{self._ns!r}: {exc.status} {exc.reason} (check the executor's "
+                              "Role, k8s/executor-service-rbac.yaml)") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise ConfigError(f"HEAVY_RUNNER=kubernetes: Kubernetes API unreachable: {exc}"
+                              ) from None
 
     def ready(self) -> bool:
         return not self._closed.is_set() and self._listed_ok

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from executor_worker.heavy.contract import MARKER, parse_record, write_job_dir
+from executor_worker.heavy.render import load_template
 from executor_worker.sandbox import SandboxJob, SandboxSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +70,26 @@ def test_unreadable_job_dir_exits_3_with_a_record(tmp_path: Path) -> None:
     assert proc.returncode == 3
     outcome = parse_record(proc.stdout)
     assert outcome is not None and outcome.reason_code == "bad_job"
+
+
+def test_runs_with_the_templates_environment_in_an_emulated_restricted_pod(
+        tmp_path: Path) -> None:
+    """The env of job_templates/heavy-job.yaml (settings from SANDBOX_*), on a host without
+    namespaces, uid switching or Landlock: the entrypoint degrades, says so, and still runs."""
+    (container,) = load_template()["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    work = tmp_path / "work"
+    env.update(SANDBOX_WORK_DIR=str(work / "sandbox"), HOME=str(work), TMPDIR=str(work),
+               SANDBOX_DISABLE_LAYERS="netns,userns,uid,landlock-fs,landlock-scope",
+               PATH="/usr/bin:/bin", PYTHONPATH=str(ROOT))
+    work.mkdir()
+    code = "import socket\ntry:\n    socket.socket()\n    print('net')\nexcept OSError:\n    print('no net')"
+    proc = subprocess.run(
+        [sys.executable, "-m", "executor_worker.heavy_main", "--job-dir",
+         str(job_dir(tmp_path, code))], capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    outcome = parse_record(proc.stdout)
+    assert outcome is not None and outcome.stdout == "no net\n"
+    assert "seccomp" in outcome.layers and "uid" not in outcome.layers
+    assert "sandbox.degraded" in proc.stderr

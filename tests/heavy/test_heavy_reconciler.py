@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from executor_worker.handler import sandbox_job
+import pytest
+from kubernetes import client
+
+from executor_worker.handler import ExecutorWorker, sandbox_job
 from executor_worker.heavy.contract import encode_record
 from executor_worker.heavy.kube import CLAIMED_BY, REPORTED, KubernetesJobRunner
 from executor_worker.heavy.reconciler import Reconciler
 from executor_worker.heavy.render import job_name
 from executor_worker.sandbox import SandboxOutcome
+from pipeline.errors import ConfigError
 from schemas import ExecutionCommand, ExecutionResult, RepairRequest, ResultStatus
 from tests.fakes.kube_api import FakeKubeApi
 from tests.heavy.conftest import HUBS, ListPublisher, RunnerFactory, command, heavy_settings
@@ -181,3 +185,21 @@ async def test_stale_claim_of_a_dead_replica_is_taken_over(
     ((_, result),) = await rep.wait()
     assert result.status is ResultStatus.SUCCEEDED
     await rep.stop()
+
+
+async def test_start_checks_the_api_and_fails_with_one_line(runners: RunnerFactory) -> None:
+    await runners().start()  # the fake answers: fine
+    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
+    api.configuration.retries = 0
+    broken = KubernetesJobRunner(heavy_settings(), api)
+    with pytest.raises(ConfigError, match="HEAVY_RUNNER=kubernetes"):
+        await broken.start()
+    api.close()
+
+
+async def test_handler_submits_and_emits_nothing_so_the_partition_moves_on(
+        kube: FakeKubeApi, runners: RunnerFactory) -> None:
+    worker = ExecutorWorker(hubs=HUBS, light=None, heavy=runners(),  # type: ignore[arg-type]
+                            settings=heavy_settings())
+    assert await worker.handle(command(), None) == []  # type: ignore[arg-type]
+    assert kube.get("jobs", "default", job_name("req-1", 1)) is not None
