@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # (a dependency of kubernetes)
+import yaml
 
 from executor_worker.heavy.contract import job_files
 from executor_worker.sandbox.api import SandboxJob

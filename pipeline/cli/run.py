@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 
@@ -36,11 +37,21 @@ async def run_command(args: argparse.Namespace) -> int:
     return report(requests, early, results, as_json=args.json)
 
 
+def embedded(cfg: AppConfig) -> AppConfig:
+    """The same configuration on the embedded backends: memory bus, local heavy runner."""
+    return dataclasses.replace(
+        cfg,
+        bus=cfg.bus.model_copy(update={"event_hub_connection_string": None,
+                                       "event_hub_namespace": None}),
+        execution=cfg.execution.model_copy(update={"heavy_runner": "local"}),
+    )
+
+
 async def run_embedded(
     cfg: AppConfig, requests: list[ExecutionRequest]
 ) -> dict[str, ExecutionResult]:
-    bus = build_bus(cfg.bus.model_copy(update={"event_hub_connection_string": None,
-                                               "event_hub_namespace": None}))
+    cfg = embedded(cfg)
+    bus = build_bus(cfg.bus)
     hubs = cfg.bus.hubs
     metrics = PipelineMetrics()
     light, heavy = await executor_service.start_sandboxes(cfg)
