@@ -57,11 +57,8 @@ from pipeline.processor import Processor
 from pipeline.settings import (
     AppConfig,
     BusSettings,
-    ExecutionSettings,
     LlmSettings,
-    LogSettings,
     ProcessorSettings,
-    ServiceSettings,
 )
 from producers.client import RequestProducer
 from schemas import Event, ExecutionCommand, ExecutionRequest, ExecutionResult, ResultStatus
@@ -71,13 +68,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(base_url: str, concurrency: int, partitions: int) -> AppConfig:
-    return AppConfig(
-        LogSettings(), BusSettings(memory_partitions=partitions),
-        ProcessorSettings(max_concurrency=concurrency, max_retries=1, checkpoint_interval_s=1.0),
-        ExecutionSettings(),
-        LlmSettings(llm_api_key=SecretStr("bench"), anthropic_base_url=base_url,
-                    llm_max_concurrency=concurrency, llm_timeout_s=60),
-        ServiceSettings(),
+    return AppConfig.build(
+        bus=BusSettings(memory_partitions=partitions),
+        processor=ProcessorSettings(max_concurrency=concurrency, max_retries=1,
+                                    checkpoint_interval_s=1.0),
+        llm=LlmSettings(llm_api_key=SecretStr("bench"), anthropic_base_url=base_url,
+                        llm_max_concurrency=concurrency, llm_timeout_s=60),
     )
 
 

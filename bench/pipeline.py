@@ -34,12 +34,8 @@ from pipeline.observability.logging import configure_logging
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.settings import (
     AppConfig,
-    BusSettings,
-    ExecutionSettings,
     LlmSettings,
-    LogSettings,
     ProcessorSettings,
-    ServiceSettings,
 )
 from producers.client import RequestProducer
 from schemas import ExecutionRequest, ResultStatus
@@ -73,9 +69,10 @@ async def bare(n: int, concurrency: int) -> tuple[float, list[float]]:
 
 
 async def through_pipeline(n: int, concurrency: int) -> tuple[float, list[float]]:
-    cfg = AppConfig(LogSettings(), BusSettings(),
-                    ProcessorSettings(max_concurrency=concurrency, checkpoint_interval_s=1.0),
-                    ExecutionSettings(), LlmSettings(llm_api_key=None), ServiceSettings())
+    cfg = AppConfig.build(
+        processor=ProcessorSettings(max_concurrency=concurrency, checkpoint_interval_s=1.0),
+        llm=LlmSettings(llm_api_key=None),
+    )
     bus = MemoryBus(partitions=4)
     metrics = PipelineMetrics()
     light, heavy = await executor_service.start_sandboxes(cfg)

@@ -182,6 +182,23 @@ class AppConfig:
     llm: LlmSettings
     service: ServiceSettings
 
+    @classmethod
+    def build(
+        cls,
+        *,
+        log: LogSettings | None = None,
+        bus: BusSettings | None = None,
+        processor: ProcessorSettings | None = None,
+        execution: ExecutionSettings | None = None,
+        llm: LlmSettings | None = None,
+        service: ServiceSettings | None = None,
+    ) -> AppConfig:
+        """The groups given, and defaults for the rest (for tests and benchmarks)."""
+        return cls(log=log or LogSettings(), bus=bus or BusSettings(),
+                   processor=processor or ProcessorSettings(),
+                   execution=execution or ExecutionSettings(), llm=llm or LlmSettings(),
+                   service=service or ServiceSettings())
+
 
 def load_config() -> AppConfig:
     return AppConfig(

@@ -8,12 +8,8 @@ import pytest
 
 from pipeline.settings import (
     AppConfig,
-    BusSettings,
     ExecutionSettings,
-    LlmSettings,
-    LogSettings,
     ProcessorSettings,
-    ServiceSettings,
 )
 
 # Settings classes read the environment; keep a developer's own keys out of the tests.
@@ -25,13 +21,9 @@ for _var in ("LLM_API_KEY", "ANTHROPIC_API_KEY", "EVENT_HUB_CONNECTION_STRING",
 def make_config(**processor: object) -> AppConfig:
     proc = {"retry_backoff_s": 0.01, "retry_backoff_max_s": 0.05, "checkpoint_interval_s": 0.2,
             "shutdown_grace_s": 5.0, **processor}
-    return AppConfig(
-        log=LogSettings(),
-        bus=BusSettings(),
+    return AppConfig.build(
         processor=ProcessorSettings(**proc),  # type: ignore[arg-type]
         execution=ExecutionSettings(execution_timeout=10),
-        llm=LlmSettings(),
-        service=ServiceSettings(),
     )
 
 

@@ -18,7 +18,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from pipeline.cli.common import add_request_arguments
+from pipeline.cli.common import UsageError, add_request_arguments
 from pipeline.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
     except ConfigError as exc:
         print(f"llmexec: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"llmexec {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -10,13 +10,12 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import sys
 
 from consumers.results import ResultFollower
 from executor_worker import service as executor_service
 from llm_worker import service as llm_service
 from pipeline.bus.factory import build_bus
-from pipeline.cli.common import EXIT_USAGE, UsageError, deadline, report, requests_from_args
+from pipeline.cli.common import deadline, report, requests_from_args
 from pipeline.observability.logging import configure_logging
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.settings import AppConfig, load_config
@@ -28,11 +27,7 @@ async def run_command(args: argparse.Namespace) -> int:
     cfg = load_config()
     level = cfg.log.log_level if "LOG_LEVEL" in os.environ else "WARNING"
     configure_logging(level, cfg.log.log_format)
-    try:
-        requests, early = requests_from_args(args)
-    except UsageError as exc:
-        print(f"llmexec run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    requests, early = requests_from_args(args)
     results = await run_embedded(cfg, requests)
     return report(requests, early, results, as_json=args.json)
 

@@ -12,7 +12,6 @@ from pipeline.bus.factory import build_bus
 from pipeline.bus.ports import Bus
 from pipeline.cli.common import (
     EXIT_OK,
-    EXIT_USAGE,
     UsageError,
     deadline,
     print_result,
@@ -41,12 +40,8 @@ def _shared_bus() -> tuple[AppConfig, Bus]:
 
 
 async def submit_command(args: argparse.Namespace) -> int:
-    try:
-        requests, early = requests_from_args(args)
-        cfg, bus = _shared_bus()
-    except UsageError as exc:
-        print(f"llmexec submit: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    requests, early = requests_from_args(args)
+    cfg, bus = _shared_bus()
     try:
         # Answers are enqueued after we publish: start there (less clock skew), not at the
         # start of the hub's history, and without racing "latest" against the first answer.
@@ -70,11 +65,7 @@ async def submit_command(args: argparse.Namespace) -> int:
 
 
 async def results_command(args: argparse.Namespace) -> int:
-    try:
-        cfg, bus = _shared_bus()
-    except UsageError as exc:
-        print(f"llmexec results: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    cfg, bus = _shared_bus()
     follower = ResultFollower(bus, cfg.bus.hubs, consumer_group=args.consumer_group,
                               start=args.start)
     wanted = set(args.request_id or [])
@@ -94,11 +85,7 @@ async def results_command(args: argparse.Namespace) -> int:
 
 
 async def deadletter_command(args: argparse.Namespace) -> int:
-    try:
-        cfg, bus = _shared_bus()
-    except UsageError as exc:
-        print(f"llmexec deadletter: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    cfg, bus = _shared_bus()
     try:
         records = await read_dead_letters(bus, cfg.bus.hubs, idle_s=args.idle)
         wanted = set(args.request_id or [])

@@ -18,9 +18,7 @@ from pipeline.settings import (
     BusSettings,
     ExecutionSettings,
     LlmSettings,
-    LogSettings,
     ProcessorSettings,
-    ServiceSettings,
 )
 from schemas import Event
 
@@ -33,13 +31,11 @@ def llm_config(base_url: str | None, *, api_key: str | None = "test-key",
             "checkpoint_interval_s": 0.2, "shutdown_grace_s": 5.0, **(processor or {})}
     llm_fields: dict[str, Any] = {"llm_api_key": api_key, "anthropic_base_url": base_url,
                                   "llm_timeout_s": 10.0, **(llm or {})}
-    return AppConfig(
-        log=LogSettings(),
+    return AppConfig.build(
         bus=BusSettings(memory_partitions=partitions),
         processor=ProcessorSettings(**proc),
         execution=ExecutionSettings(**{"execution_timeout": 10, **(execution or {})}),
         llm=LlmSettings(**llm_fields),
-        service=ServiceSettings(),
     )
 
 
