@@ -47,19 +47,17 @@ from typing import Any
 from pydantic import SecretStr
 
 from consumers.results import ResultFollower
-from llm_worker import service as llm_service
+from llm_worker.generator import CodeGenerator
+from llm_worker.settings import LlmSettings
+from llmexec import assembly
+from llmexec.config import AppConfig
+from llmexec.embedded import run_embedded
 from pipeline.bus.memory import MemoryBus
-from pipeline.cli.run import run_embedded
 from pipeline.handling import Emit, EventContext
 from pipeline.observability.logging import configure_logging
-from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
-from pipeline.settings import (
-    AppConfig,
-    BusSettings,
-    LlmSettings,
-    ProcessorSettings,
-)
+from pipeline.resources import closing
+from pipeline.settings import BusSettings, ProcessorSettings
 from producers.client import RequestProducer
 from schemas import Event, ExecutionCommand, ExecutionRequest, ExecutionResult, ResultStatus
 
@@ -70,18 +68,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def config(base_url: str, concurrency: int, partitions: int) -> AppConfig:
     return AppConfig.build(
         bus=BusSettings(memory_partitions=partitions),
-        processor=ProcessorSettings(max_concurrency=concurrency, max_retries=1,
+        processor=ProcessorSettings(max_concurrency=concurrency, transient_retries=1,
                                     checkpoint_interval_s=1.0),
-        llm=LlmSettings(llm_api_key=SecretStr("bench"), anthropic_base_url=base_url,
+        llm=LlmSettings(max_retries=1, llm_api_key=SecretStr("bench"), anthropic_base_url=base_url,
                         llm_max_concurrency=concurrency, llm_timeout_s=60),
     )
 
 
 async def llm_only(cfg: AppConfig, requests: list[ExecutionRequest]) -> dict[str, ExecutionResult]:
     """The embedded pipeline with a stand-in executor that answers every command at once."""
-    bus, hubs, metrics = MemoryBus(partitions=cfg.bus.memory_partitions), cfg.bus.hubs, \
-        PipelineMetrics()
-    generator = llm_service.default_generator(cfg)
+    bus = MemoryBus(partitions=cfg.bus.memory_partitions)
+    metrics = assembly.Metrics.create()
+    async with assembly.open_generator(cfg) as generator, closing(bus):
+        return await _llm_only(cfg, requests, bus, metrics, generator)
+
+
+async def _llm_only(cfg: AppConfig, requests: list[ExecutionRequest], bus: MemoryBus,
+                    metrics: assembly.Metrics,
+                    generator: CodeGenerator | None) -> dict[str, ExecutionResult]:
+    hubs = cfg.bus.hubs
 
     async def instant(event: Event, ctx: EventContext) -> Sequence[Emit]:
         assert isinstance(event, ExecutionCommand)
@@ -90,10 +95,11 @@ async def llm_only(cfg: AppConfig, requests: list[ExecutionRequest]) -> dict[str
             code=event.code))]
 
     processors = [
-        llm_service.build_processor(bus, cfg, metrics, generator=generator),
+        assembly.llm_processor(bus, cfg, metrics, generator=generator),
         Processor(name="stand-in-executor", bus=bus, hub=hubs.executions,
                   consumer_group="executor", handler=instant, accepts=frozenset({"execution"}),
-                  deadletter_hub=hubs.deadletter, settings=cfg.processor, metrics=metrics),
+                  deadletter_hub=hubs.deadletter, settings=cfg.processor,
+                  metrics=metrics.pipeline),
     ]
     runs = [asyncio.create_task(p.run()) for p in processors]
     follower = ResultFollower(bus, hubs)
@@ -104,9 +110,6 @@ async def llm_only(cfg: AppConfig, requests: list[ExecutionRequest]) -> dict[str
         await follower.close()
         await asyncio.gather(*(p.stop(grace_s=5.0) for p in processors))
         await asyncio.gather(*runs, return_exceptions=True)
-        if generator is not None:
-            await generator.close()
-        await bus.close()
 
 
 @contextlib.asynccontextmanager

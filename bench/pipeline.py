@@ -27,16 +27,12 @@ import statistics
 import time
 
 from consumers.results import ResultFollower
-from executor_worker import service as executor_service
-from llm_worker import service as llm_service
+from llm_worker.settings import LlmSettings
+from llmexec.config import AppConfig
+from llmexec.embedded import running_pipeline
 from pipeline.bus.memory import MemoryBus
 from pipeline.observability.logging import configure_logging
-from pipeline.observability.metrics import PipelineMetrics
-from pipeline.settings import (
-    AppConfig,
-    LlmSettings,
-    ProcessorSettings,
-)
+from pipeline.settings import ProcessorSettings
 from producers.client import RequestProducer
 from schemas import ExecutionRequest, ResultStatus
 
@@ -74,11 +70,11 @@ async def through_pipeline(n: int, concurrency: int) -> tuple[float, list[float]
         llm=LlmSettings(llm_api_key=None),
     )
     bus = MemoryBus(partitions=4)
-    metrics = PipelineMetrics()
-    light, heavy = await executor_service.start_sandboxes(cfg)
-    procs = [llm_service.build_processor(bus, cfg, metrics, generator=None),
-             executor_service.build_processor(bus, cfg, metrics, light=light, heavy=heavy)]
-    runs = [asyncio.create_task(p.run()) for p in procs]
+    async with running_pipeline(cfg, bus=bus):
+        return await _measure(bus, cfg, n)
+
+
+async def _measure(bus: MemoryBus, cfg: AppConfig, n: int) -> tuple[float, list[float]]:
     follower = ResultFollower(bus, cfg.bus.hubs)
     producer = RequestProducer(bus.publisher(), cfg.bus.hubs.requests)
     await asyncio.sleep(0.5)  # partitions owned before the clock starts
@@ -96,11 +92,6 @@ async def through_pipeline(n: int, concurrency: int) -> tuple[float, list[float]
             break
     elapsed = time.perf_counter() - t0
     await follower.close()
-    for p in procs:
-        await p.stop(5)
-    await asyncio.gather(*runs)
-    await light.close()
-    await heavy.close()
     return elapsed, latencies
 
 

@@ -30,8 +30,10 @@ from llm_worker.generator import (
     LlmTransientError,
     Submission,
 )
+from llm_worker.packages import with_detected_packages
 from llm_worker.prompt import SUBMIT_CODE_TOOL, TOOL_NAME, render_task, system_prompt
-from pipeline.settings import ExecutionSettings, LlmSettings
+from llm_worker.settings import LlmSettings
+from pipeline.settings import ExecutionSettings
 from schemas import LlmUsage
 
 _PERMANENT: dict[int, tuple[str, str]] = {
@@ -52,6 +54,7 @@ class AnthropicGenerator:
         if llm.llm_api_key is None and client is None:
             raise LlmPermanentError("LLM not configured: set LLM_API_KEY or ANTHROPIC_API_KEY",
                                     error_class="not_configured")
+        llm = with_detected_packages(llm)
         self._llm = llm
         self._client = client or anthropic.AsyncAnthropic(
             api_key=llm.llm_api_key.get_secret_value() if llm.llm_api_key else None,

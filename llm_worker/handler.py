@@ -10,8 +10,9 @@
 
 Every attempt is an :class:`AttemptRecord` that travels in the events and ends in the final
 result. The model call may be throttled or fail: transient errors are raised for the
-processor to retry, except on its last try, where they become a final ``failed`` result, so
-a request always gets an answer, not only a dead letter.
+processor to retry, except on its last try (``EventContext.final_try``), where they
+become a final ``failed`` result, so a request always gets an answer, not only a dead
+letter.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from pydantic import JsonValue
 from llm_worker.attempts import Progress, ProgressCache, runtime_failure_record
 from llm_worker.generator import CodeGenerator, Generation, GenerationTask
 from llm_worker.metrics import LlmMetrics
+from llm_worker.packages import with_detected_packages
 from llm_worker.routing import resolve_route
+from llm_worker.settings import LlmSettings
 from llm_worker.validation import CodeCheck, Policy, describe, validate_code
 from pipeline.errors import PermanentError, TransientError
 from pipeline.handling import Emit, EventContext
-from pipeline.settings import ExecutionSettings, LlmSettings
+from pipeline.settings import ExecutionSettings
 from schemas import (
     AttemptRecord,
     ErrorInfo,
@@ -75,17 +78,13 @@ class LlmWorker:
     ACCEPTS = frozenset({"request", "repair"})
 
     def __init__(self, *, hubs: HubNames, generator: CodeGenerator | None, llm: LlmSettings,
-                 execution: ExecutionSettings, max_retries: int,
-                 handler_tries: int | None = None, metrics: LlmMetrics | None = None) -> None:
+                 execution: ExecutionSettings, metrics: LlmMetrics | None = None) -> None:
         self._hubs = hubs
         self._generator = generator
-        self._llm = llm
+        self._llm = llm = with_detected_packages(llm)
         self._execution = execution
-        self._max_retries = max_retries
-        self._max_attempts = max(1, max_retries)
-        # The processor tries a handler MAX_RETRIES + 1 times; on the last try a transient
-        # LLM failure becomes the request's final result instead of a dead letter.
-        self._handler_tries = handler_tries if handler_tries is not None else max_retries + 1
+        self._max_retries = llm.max_retries
+        self._max_attempts = llm.max_attempts
         self._metrics = metrics or LlmMetrics()
         self._slots = asyncio.Semaphore(llm.llm_max_concurrency)
         self._progress = ProgressCache()
@@ -177,16 +176,17 @@ class LlmWorker:
                                    ErrorInfo(code="llm_error", message=str(exc),
                                              details=_error_details(exc)), history=history)
             except TransientError as exc:
-                if ctx.attempt < self._handler_tries:
+                if not ctx.final_try:
                     raise  # the processor backs off (honouring retry-after) and tries again
+                # On the processor's last try a transient failure becomes the request's
+                # final result instead of a dead letter.
                 # An API that kept failing, or a model that kept ignoring the tool.
                 code = ("llm_bad_response" if getattr(exc, "error_class", "") == "malformed"
                         else "llm_unavailable")
                 self._metrics.gave_up.labels(code).inc()
                 return self._final(job, attempt, ResultStatus.FAILED, ErrorInfo(
                     code=code,
-                    message=f"no usable LLM answer after {ctx.attempt} tries "
-                            f"(MAX_RETRIES={self._max_retries}): {exc}",
+                    message=f"no usable LLM answer after {ctx.try_number} tries: {exc}",
                     details=_error_details(exc)), history=history)
             check = validate_code(gen.code, policy)
             if check.report.ok:
@@ -231,8 +231,8 @@ class LlmWorker:
 
     def _policy(self, route: Route) -> Policy:
         return Policy(max_bytes=self._llm.max_code_bytes,
-                      light_packages=frozenset(self._llm.light_packages),
-                      heavy_packages=frozenset(self._llm.heavy_packages),
+                      light_packages=frozenset(self._llm.light_packages or ()),
+                      heavy_packages=frozenset(self._llm.heavy_packages or ()),
                       allow_heavy=route is not Route.LIGHT)
 
     def _command(self, job: _Job, attempt: int, code: str, source: str, check: CodeCheck,

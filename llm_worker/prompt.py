@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from llm_worker.settings import LlmSettings
 from llm_worker.validation import DISALLOWED
-from pipeline.settings import ExecutionSettings, LlmSettings
+from pipeline.settings import ExecutionSettings
 from schemas import AttemptRecord, Route
 
 TOOL_NAME = "submit_code"
@@ -50,8 +51,8 @@ SUBMIT_CODE_TOOL: dict[str, Any] = {
 
 
 def system_prompt(llm: LlmSettings, execution: ExecutionSettings) -> str:
-    light = ", ".join(llm.light_packages) or "none"
-    heavy = ", ".join(llm.heavy_packages) or "none"
+    light = ", ".join(llm.light_packages or ()) or "none"
+    heavy = ", ".join(llm.heavy_packages or ()) or "none"
     e = execution
     disallowed = "\n".join(
         f"- {rule}: {why} ({', '.join(names)})" for (rule, why), names in _by_reason().items()

@@ -54,7 +54,12 @@ class EventContext:
     offset: str
     sequence_number: int
     enqueued_time: datetime
-    attempt: int  # in-process try, from 1
+    #: The processor's in-process try of this event, from 1 (not the request's repair
+    #: attempt, which travels in the event itself).
+    try_number: int
+    #: True on the last try the processor will make: a handler that would raise a
+    #: TransientError may answer instead (e.g. a final "failed" result).
+    final_try: bool
 
 
 Handler = Callable[[Event, EventContext], Awaitable[Sequence[Emit]]]

@@ -6,24 +6,27 @@ import asyncio
 import contextlib
 import functools
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from pipeline.bus.ports import PartitionContext, ReceivedEvent
+from pipeline.observability.metrics import PartitionMetrics
+from pipeline.settings import ProcessorSettings
 from pipeline.window import CheckpointWindow
 
-if TYPE_CHECKING:
-    from pipeline.processor import Processor
+#: Handles one event to its end; True when it is finished (see pipeline.dispatch).
+Finish = Callable[[PartitionContext, ReceivedEvent], Awaitable[bool]]
 
 log = structlog.get_logger(__name__)
 
 
 class PartitionRun:
-    def __init__(self, processor: Processor, ctx: PartitionContext) -> None:
-        self._p = processor
+    def __init__(self, ctx: PartitionContext, settings: ProcessorSettings, finish: Finish,
+                 metrics: PartitionMetrics) -> None:
+        self._finish = finish
         self._ctx = ctx
-        self._settings = processor._settings
+        self._settings = settings
         self._window = CheckpointWindow()
         self._slots = asyncio.Semaphore(self._settings.max_concurrency)
         self._tails: dict[str, asyncio.Task[None]] = {}  # last task per partition key
@@ -31,10 +34,9 @@ class PartitionRun:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_lock = asyncio.Lock()
         self._flusher = asyncio.create_task(self._flush_periodically())
-        m, name, hub = processor._metrics, processor.name, processor.hub
-        self._in_flight = m.in_flight.labels(name)
-        self._lag = m.checkpoint_lag.labels(name, hub, ctx.partition_id)
-        self._checkpoints = m.checkpoints.labels(name, hub)
+        self._in_flight = metrics.in_flight
+        self._lag = metrics.checkpoint_lag
+        self._checkpoints = metrics.checkpoints
 
     async def submit(self, event: ReceivedEvent) -> None:
         """Start handling ``event``; waits while ``max_concurrency`` events are in flight."""
@@ -61,7 +63,7 @@ class PartitionRun:
                 await asyncio.wait([previous])  # same request: strictly after the one before
             in_flight.inc()
             try:
-                ok = await self._p.handle(self._ctx, event)
+                ok = await self._finish(self._ctx, event)
             finally:
                 in_flight.dec()
         finally:

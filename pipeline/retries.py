@@ -1,9 +1,13 @@
-"""In-process retries of transient errors: tenacity, behind a fast path.
+"""In-process retries of transient errors: tenacity, behind a fast path. The one retry
+primitive of the platform (the processor, the claim check and the heavy-job reconciler
+all use it).
 
-``TransientError`` is retried at most ``max_retries`` times with exponential backoff and
-jitter, never sooner than the error's own ``delay`` (a ``retry-after``); anything else
-propagates at once. The first try runs without building a retry controller, because almost
-every call succeeds first time and this sits on the per-event hot path.
+``TransientError`` is retried at most ``max_retries`` times (``None``: until it succeeds,
+for work that must not be dropped, such as reporting a finished Job) with exponential
+backoff capped at ``backoff_max_s`` and jitter, never sooner than the error's own
+``delay`` (a ``retry-after``); anything else propagates at once. The first try runs
+without building a retry controller, because almost every call succeeds first time and
+this sits on the per-event hot path.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+)
 
 from pipeline.errors import TransientError
 
@@ -22,15 +32,20 @@ OnRetry = Callable[[int, BaseException], None]
 
 
 class RetryPolicy:
-    def __init__(self, max_retries: int, backoff_s: float, backoff_max_s: float) -> None:
+    def __init__(self, max_retries: int | None, backoff_s: float, backoff_max_s: float) -> None:
         self.max_retries = max_retries
         self._base = backoff_s
         self._cap = backoff_max_s
 
+    @property
+    def tries(self) -> float:
+        """How many times :meth:`call` runs ``fn`` at most (the first try included)."""
+        return float("inf") if self.max_retries is None else self.max_retries + 1
+
     def delay(self, tries: int, exc: BaseException | None) -> float:
         """Seconds to wait after the ``tries``-th failed try."""
-        floor = float(getattr(exc, "delay", None) or 0.0)
-        backoff: float = min(self._cap, self._base * 2 ** (tries - 1))
+        floor = (exc.delay or 0.0) if isinstance(exc, TransientError) else 0.0
+        backoff: float = min(self._cap, self._base * 2 ** min(tries - 1, 62))
         return max(floor, backoff + random.uniform(0, self._base))
 
     async def call(self, fn: Callable[[int], Awaitable[T]], on_retry: OnRetry | None = None) -> T:
@@ -54,7 +69,7 @@ class RetryPolicy:
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(self.max_retries),
+            stop=stop_never if self.max_retries is None else stop_after_attempt(self.max_retries),
             wait=wait,
             before_sleep=before_sleep,
             reraise=True,

@@ -2,18 +2,19 @@
 
 SIGTERM/SIGINT stop receiving at once; in-flight events get ``SHUTDOWN_GRACE_S`` (keep it
 below the pod's ``terminationGracePeriodSeconds``), then partitions checkpoint and close.
+The resources the processors use (bus, sandbox, clients) belong to the caller, who closes
+them after this returns (``llmexec.assembly`` composes them in one ``AsyncExitStack``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
-from pipeline.bus.ports import Bus
 from pipeline.observability.http import ProbeServer
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
@@ -24,14 +25,12 @@ log = structlog.get_logger(__name__)
 async def serve(
     *,
     name: str,
-    bus: Bus,
     processors: Sequence[Processor],
     metrics: PipelineMetrics,
     port: int | None,
     health: Callable[[], dict[str, Any]],
     ready: Callable[[], tuple[bool, dict[str, Any]]],
     grace_s: float,
-    on_close: Sequence[Callable[[], Awaitable[None]]] = (),
     stop: asyncio.Event | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
@@ -57,9 +56,6 @@ async def serve(
         stopper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        for close in on_close:
-            await close()
-        await bus.close()
         if probes is not None:
             await probes.close()
         log.info("service.stopped", service=name)

@@ -1,30 +1,30 @@
 """Configuration: pydantic-settings groups read from the environment, built once in main.
 
-Names follow the seed's ConfigMap and Secret keys (``LOG_LEVEL``, ``MAX_RETRIES``,
-``EXECUTION_TIMEOUT``, ``HEAVY_JOB_*``, ``EVENT_HUB_CONNECTION_STRING``,
-``STORAGE_CONNECTION_STRING``, ``LLM_API_KEY``). Bad values stop start-up through
-:func:`load`, which turns a validation error into one :class:`ConfigError` line naming the
-variable.
+These are the groups every service shares (logging, bus, processor, service, and the
+limits of each route, which the LLM worker routes by and the executor enforces); each
+worker keeps its own group beside the code that reads it (``llm_worker.settings``,
+``executor_worker.sandbox.settings``), and the application (``llmexec.config``) builds
+them all once in main. Names follow the seed's ConfigMap and Secret keys. Bad values stop
+start-up through :func:`load`, which turns a validation error into one
+:class:`ConfigError` line naming the variable.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
 from schemas import HubNames
 
-_BASE = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+#: The model config every settings group of the platform uses.
+BASE_CONFIG = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 
 
 class LogSettings(BaseSettings):
-    model_config = _BASE
+    model_config = BASE_CONFIG
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -32,7 +32,7 @@ class LogSettings(BaseSettings):
 class BusSettings(BaseSettings):
     """Which bus, and the hubs on it. No Event Hub connection string: the memory bus."""
 
-    model_config = _BASE
+    model_config = BASE_CONFIG
     event_hub_connection_string: SecretStr | None = None
     event_hub_namespace: str | None = Field(
         default=None, description="Fully qualified namespace for credential (AAD) auth."
@@ -61,8 +61,12 @@ class BusSettings(BaseSettings):
 
 
 class ProcessorSettings(BaseSettings):
-    model_config = _BASE
-    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    """The consume loop. ``TRANSIENT_RETRIES`` is how often one event's handler (or one
+    publish) is retried in-process after a transient error before the event is
+    dead-lettered; it is not ``MAX_RETRIES``, which bounds the LLM worker's repair attempts."""
+
+    model_config = BASE_CONFIG
+    transient_retries: Annotated[int, Field(ge=0, le=100)] = 3
     max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 16
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
     checkpoint_interval_s: Annotated[float, Field(gt=0)] = 5.0
@@ -74,7 +78,7 @@ class ProcessorSettings(BaseSettings):
 class ExecutionSettings(BaseSettings):
     """Limits of each route. ``EXECUTION_TIMEOUT`` is the light route's wall timeout."""
 
-    model_config = _BASE
+    model_config = BASE_CONFIG
     execution_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
     execution_memory_mb: Annotated[int, Field(ge=32)] = 512
     max_output_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
@@ -102,56 +106,8 @@ class ExecutionSettings(BaseSettings):
     heavy_job_resync_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
-#: Third-party packages worth telling the model about when they are installed.
-COMMON_PACKAGES = ("numpy", "pandas", "scipy", "sympy")
-
-
-def _installed() -> tuple[str, ...]:
-    return tuple(name for name in COMMON_PACKAGES if importlib.util.find_spec(name) is not None)
-
-
-class LlmSettings(BaseSettings):
-    """The LLM worker: the Anthropic API, and what the model is told about the sandbox.
-
-    ``LIGHT_PACKAGES`` / ``HEAVY_PACKAGES`` are the importable top-level modules (beyond the
-    standard library) installed in the light sandbox and the heavy-executor image; the
-    prompt, the import check and routing all read them, so keep them equal to the images.
-    The defaults are those of the usual scientific packages this interpreter can import
-    (the embedded sandbox runs on it); set both explicitly in a deployment.
-    """
-
-    # By name too, so code and tests can pass ``llm_api_key=`` (the env names stay aliases).
-    model_config = SettingsConfigDict(**_BASE, populate_by_name=True)
-    llm_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("LLM_API_KEY", "ANTHROPIC_API_KEY")
-    )
-    anthropic_base_url: str | None = None
-    llm_model: str = "claude-sonnet-5-5"
-    llm_max_tokens: Annotated[int, Field(ge=256, le=64_000)] = 4096
-    llm_timeout_s: Annotated[float, Field(gt=0)] = 120.0
-    max_code_bytes: Annotated[int, Field(ge=16, le=512 * 1024)] = 128 * 1024
-    #: LLM calls in flight per worker process, across all partitions.
-    llm_max_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
-    #: Longest ``retry-after`` we honour; a longer one would park a handler slot for ages.
-    llm_max_retry_after_s: Annotated[float, Field(ge=0)] = 60.0
-    light_packages: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=_installed)
-    heavy_packages: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=_installed)
-    sandbox_python_version: str = Field(
-        default_factory=lambda: f"{sys.version_info.major}.{sys.version_info.minor}",
-        pattern=r"^3\.[0-9]+$",
-    )
-
-    @field_validator("light_packages", "heavy_packages", mode="before")
-    @classmethod
-    def _split_packages(cls, value: object) -> object:
-        """``numpy, scipy`` (comma-separated, as in a ConfigMap) -> a tuple of module names."""
-        if isinstance(value, str):
-            return tuple(p.strip() for p in value.split(",") if p.strip())
-        return value
-
-
 class ServiceSettings(BaseSettings):
-    model_config = _BASE
+    model_config = BASE_CONFIG
     consumer_group: str | None = None
     metrics_port: Annotated[int | None, Field(ge=0, le=65535)] = None
 
@@ -169,43 +125,3 @@ def load(cls: type[S]) -> S:
         value = err.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         raise ConfigError(f"invalid configuration: {name}: {err['msg']}{shown}") from None
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    """Every settings group, read once in main and passed down."""
-
-    log: LogSettings
-    bus: BusSettings
-    processor: ProcessorSettings
-    execution: ExecutionSettings
-    llm: LlmSettings
-    service: ServiceSettings
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        log: LogSettings | None = None,
-        bus: BusSettings | None = None,
-        processor: ProcessorSettings | None = None,
-        execution: ExecutionSettings | None = None,
-        llm: LlmSettings | None = None,
-        service: ServiceSettings | None = None,
-    ) -> AppConfig:
-        """The groups given, and defaults for the rest (for tests and benchmarks)."""
-        return cls(log=log or LogSettings(), bus=bus or BusSettings(),
-                   processor=processor or ProcessorSettings(),
-                   execution=execution or ExecutionSettings(), llm=llm or LlmSettings(),
-                   service=service or ServiceSettings())
-
-
-def load_config() -> AppConfig:
-    return AppConfig(
-        log=load(LogSettings),
-        bus=load(BusSettings),
-        processor=load(ProcessorSettings),
-        execution=load(ExecutionSettings),
-        llm=load(LlmSettings),
-        service=load(ServiceSettings),
-    )

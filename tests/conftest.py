@@ -6,11 +6,8 @@ import os
 
 import pytest
 
-from pipeline.settings import (
-    AppConfig,
-    ExecutionSettings,
-    ProcessorSettings,
-)
+from llmexec.config import AppConfig
+from pipeline.settings import ExecutionSettings, ProcessorSettings
 
 # Settings classes read the environment; keep a developer's own keys out of the tests.
 for _var in ("LLM_API_KEY", "ANTHROPIC_API_KEY", "EVENT_HUB_CONNECTION_STRING",

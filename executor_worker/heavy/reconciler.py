@@ -13,8 +13,8 @@ from collections import defaultdict
 
 import structlog
 
-from executor_worker.handler import emits_for, outcome_result
 from executor_worker.heavy.runner import JobCompletion, JobRunner
+from executor_worker.results import emits_for, outcome_result
 from pipeline.bus.ports import OutgoingEvent, Publisher
 from pipeline.errors import PermanentError, TransientError
 from pipeline.handling import Emit

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class PartitionMetrics:
+    """The label children one partition's run updates, resolved once (``labels()`` is a
+    locked dict lookup per call otherwise)."""
+
+    in_flight: Any
+    checkpoint_lag: Any
+    checkpoints: Any
 
 
 class PipelineMetrics:
@@ -41,4 +54,11 @@ class PipelineMetrics:
         self.published = Counter(
             "llmexec_events_published_total", "Events published, by hub.", ["worker", "hub"],
             registry=r,
+        )
+
+    def for_partition(self, worker: str, hub: str, partition: str) -> PartitionMetrics:
+        return PartitionMetrics(
+            in_flight=self.in_flight.labels(worker),
+            checkpoint_lag=self.checkpoint_lag.labels(worker, hub, partition),
+            checkpoints=self.checkpoints.labels(worker, hub),
         )

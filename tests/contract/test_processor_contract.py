@@ -25,7 +25,7 @@ HUBS = HubNames("in", "exec", "out", "dlq")
 
 
 def settings(**kw: float) -> ProcessorSettings:
-    base = {"max_retries": 2, "max_concurrency": 8, "checkpoint_every": 1000,
+    base = {"transient_retries": 2, "max_concurrency": 8, "checkpoint_every": 1000,
             "checkpoint_interval_s": 0.1, "retry_backoff_s": 0.001, "retry_backoff_max_s": 0.01,
             "shutdown_grace_s": 2.0}
     return ProcessorSettings(**{**base, **kw})  # type: ignore[arg-type]
@@ -215,7 +215,7 @@ async def test_restart_rehandles_only_the_unfinished_window_and_dedupe_gives_one
     await results.close()
 
 
-async def test_transient_failures_retry_max_retries_times_then_dead_letter(
+async def test_transient_failures_retry_transient_retries_times_then_dead_letter(
     bus_factory: BusFactory,
 ) -> None:
     bus = bus_factory()
@@ -224,18 +224,18 @@ async def test_transient_failures_retry_max_retries_times_then_dead_letter(
     handler.transient.add("flaky")
     handler.permanent.add("doomed")
     await publish_requests(bus, ["flaky", "doomed", "fine"])
-    proc = make_processor(bus, handler, max_retries=3)
+    proc = make_processor(bus, handler, transient_retries=3)
     task = asyncio.create_task(proc.run())
     await dlq.wait_for(2)
     await eventually(lambda: "fine" in handler.finished, what="fine handled")
     await proc.stop()
     await task
-    assert handler.calls["flaky"] == 4  # the first try + MAX_RETRIES retries
+    assert handler.calls["flaky"] == 4  # the first try + TRANSIENT_RETRIES retries
     assert handler.calls["doomed"] == 1  # permanent: never retried
     records = {r.request_id: r for r in dlq.decoded()}  # type: ignore[union-attr]
     flaky, doomed = records["flaky"], records["doomed"]
     assert isinstance(flaky, DeadLetter) and isinstance(doomed, DeadLetter)
-    assert flaky.attempts == 4 and "MAX_RETRIES=3" in flaky.reason and "flaky flaky" in flaky.reason
+    assert flaky.attempts == 4 and "TRANSIENT_RETRIES=3" in flaky.reason and "flaky flaky" in flaky.reason
     assert doomed.reason == "cannot ever handle doomed" and doomed.error_type == "PermanentError"
     assert json.loads(base64.b64decode(flaky.body_b64))["request_id"] == "flaky"
     assert flaky.source_hub == HUBS.requests and flaky.consumer_group == "workers"

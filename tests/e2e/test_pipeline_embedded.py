@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -11,13 +12,10 @@ from pathlib import Path
 import pytest
 
 from consumers.results import ResultFollower
-from executor_worker import service as executor_service
-from llm_worker import service as llm_service
+from llmexec.config import AppConfig
+from llmexec.embedded import run_embedded, running_pipeline
 from pipeline.bus.memory import MemoryBus
 from pipeline.bus.ports import OutgoingEvent
-from pipeline.cli.run import run_embedded
-from pipeline.observability.metrics import PipelineMetrics
-from pipeline.settings import AppConfig
 from schemas import DeadLetter, ExecutionRequest, Limits, ResultStatus, Route, decode_event
 
 
@@ -66,12 +64,9 @@ async def test_malformed_event_on_a_worker_hub_is_dead_lettered_and_pipeline_goe
 ) -> None:
     bus = MemoryBus(partitions=2, balance_interval_s=0.05)
     hubs = config.bus.hubs
-    metrics = PipelineMetrics()
-    light, heavy = await executor_service.start_sandboxes(config)
-    procs = [llm_service.build_processor(bus, config, metrics, generator=None),
-             executor_service.build_processor(bus, config, metrics, light=light, heavy=heavy)]
-    runs = [asyncio.create_task(p.run()) for p in procs]
-    follower = ResultFollower(bus, hubs)
+    stack = contextlib.AsyncExitStack()
+    pipeline = await stack.enter_async_context(running_pipeline(config, bus=bus))
+    follower = ResultFollower(pipeline.bus, hubs)
     dlq_seen: list[DeadLetter] = []
 
     class DlqReader:
@@ -102,16 +97,12 @@ async def test_malformed_event_on_a_worker_hub_is_dead_lettered_and_pipeline_goe
         await follower.close()
         await dlq_sub.stop()
         await dlq_task
-        for p in procs:
-            await p.stop(1)
-        await asyncio.gather(*runs)
-        await light.close()
-        await heavy.close()
+        await stack.aclose()
 
 
 def _llmexec(*args: str, env: dict[str, str] | None = None,
              stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "llmexec", *args], capture_output=True,
                           text=True, timeout=120, env=env, input=stdin)
 
 

@@ -32,7 +32,7 @@ def get(port: int, path: str) -> tuple[int, str]:
 def test_worker_serves_probes_and_metrics_and_stops_on_sigterm(kind: str) -> None:
     port = free_port()
     env = {**os.environ, "LOG_FORMAT": "json", "SHUTDOWN_GRACE_S": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", f"{kind}_worker", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "llmexec", "worker", kind, "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(100):

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from executor_worker.handler import sandbox_job
+from executor_worker.heavy.factory import build_job_runner
 from executor_worker.heavy.local import LocalJobRunner
+from executor_worker.results import sandbox_job
 from executor_worker.sandbox import SandboxSettings
-from executor_worker.service import build_job_runner
-from pipeline.cli.run import run_embedded
-from pipeline.settings import AppConfig
+from llmexec.config import AppConfig
+from llmexec.embedded import run_embedded
 from schemas import ExecutionRequest, Limits, ResultStatus, Route
 from tests.heavy.conftest import command, heavy_settings
 
@@ -37,7 +37,7 @@ def leftovers(path: Path) -> list[Path]:
 
 
 async def test_local_runner_is_the_default(config: AppConfig) -> None:
-    assert isinstance(build_job_runner(config, SandboxSettings()), LocalJobRunner)
+    assert isinstance(build_job_runner(config.execution, SandboxSettings()), LocalJobRunner)
 
 
 async def test_heavy_requests_through_run_embedded(config: AppConfig) -> None:

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from executor_worker.handler import ExecutorWorker, sandbox_job
+from executor_worker.handler import ExecutorWorker
 from executor_worker.heavy.contract import encode_record
 from executor_worker.heavy.kube import CLAIMED_BY, REPORTED, KubernetesJobRunner
 from executor_worker.heavy.reconciler import Reconciler
 from executor_worker.heavy.render import job_name
+from executor_worker.results import sandbox_job
 from executor_worker.sandbox import SandboxOutcome
 from pipeline.errors import ConfigError
 from schemas import ExecutionCommand, ExecutionResult, RepairRequest, ResultStatus

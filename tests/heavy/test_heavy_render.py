@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from executor_worker.handler import sandbox_job
 from executor_worker.heavy.contract import MAX_CODE_BYTES, job_files
 from executor_worker.heavy.kube import KubernetesJobRunner
 from executor_worker.heavy.render import (
@@ -20,6 +19,7 @@ from executor_worker.heavy.render import (
     render_job,
     request_label,
 )
+from executor_worker.results import sandbox_job
 from schemas import ExecutionCommand, Limits
 from tests.heavy.conftest import command, heavy_settings
 

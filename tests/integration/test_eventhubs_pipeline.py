@@ -86,7 +86,7 @@ class Namespace:
     def start_worker(self, kind: str) -> tuple[subprocess.Popen[str], int]:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", kind, "--port", str(port)],
+            [sys.executable, "-m", "llmexec", "worker", kind, "--port", str(port)],
             env=self.env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,
         )
@@ -219,7 +219,7 @@ async def test_cli_submit_wait_and_results_follow_against_event_hubs(namespace: 
                      "workers owning all partitions")
     env = {**namespace.env(), "LOG_LEVEL": "WARNING"}
     submit = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "submit", "--code", "print(6 * 7)",
+        sys.executable, "-m", "llmexec", "submit", "--code", "print(6 * 7)",
         "--request-id", "cli-1", "--wait", "--json", env=env, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(submit.communicate(), 120)
@@ -228,7 +228,7 @@ async def test_cli_submit_wait_and_results_follow_against_event_hubs(namespace: 
     assert json.loads(line)["stdout"] == "42\n"
 
     follow = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "results", "follow", "--from", "earliest",
+        sys.executable, "-m", "llmexec", "results", "follow", "--from", "earliest",
         "--request-id", "cli-1", "--count", "1", "--json", env=env, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(follow.communicate(), 60)

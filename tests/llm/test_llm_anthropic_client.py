@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from llm_worker.anthropic_client import AnthropicGenerator
 from llm_worker.generator import GenerationTask, LlmPermanentError, LlmTransientError
-from pipeline.settings import ExecutionSettings, LlmSettings
+from llm_worker.settings import LlmSettings
+from pipeline.settings import ExecutionSettings
 from tests.fakes.anthropic_server import (
     FakeAnthropic,
     Reply,

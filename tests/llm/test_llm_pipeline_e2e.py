@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from pipeline.cli.run import run_embedded
+from llmexec.embedded import run_embedded
 from schemas import ExecutionRequest, ResultStatus
 from tests.fakes.anthropic_server import FakeAnthropic, error_reply, text_reply, tool_reply
 from tests.fakes.llm_harness import llm_config
@@ -60,7 +60,7 @@ async def test_a_run_time_failure_goes_back_to_the_model_and_is_fixed(
 async def test_repairs_stop_at_max_retries_with_every_attempt_in_the_result(
         api: FakeAnthropic) -> None:
     api.script(tool_reply("raise RuntimeError('still broken')"))
-    cfg = llm_config(api.base_url, processor={"max_retries": 3})
+    cfg = llm_config(api.base_url, llm={"max_retries": 3})
     (result,) = (await run_embedded(cfg, [ask("r1", "never works")])).values()
 
     assert result.status is ResultStatus.FAILED and result.attempt == 3
@@ -83,7 +83,7 @@ async def test_a_failing_api_ends_in_a_failed_result_not_only_a_dead_letter(
         api: FakeAnthropic) -> None:
     api.on("five hundred", error_reply(500, "internal error"))
     api.on("bad key", error_reply(401, "invalid x-api-key"))
-    cfg = llm_config(api.base_url, processor={"max_retries": 2})
+    cfg = llm_config(api.base_url, processor={"transient_retries": 2})
     got = await run_embedded(cfg, [ask("down", "five hundred"), ask("key", "bad key")])
 
     down = got["down"]
@@ -129,7 +129,7 @@ async def test_llmexec_run_uses_the_configured_api(api: FakeAnthropic) -> None:
     env.update(LLM_API_KEY="sk-cli", ANTHROPIC_BASE_URL=api.base_url, LLM_MODEL="claude-cli",
                MAX_RETRIES="1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline.cli", "run", "sum the squares of 1..100",
+        sys.executable, "-m", "llmexec", "run", "sum the squares of 1..100",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
 

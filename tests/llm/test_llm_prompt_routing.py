@@ -7,7 +7,8 @@ import pytest
 from llm_worker.generator import Submission
 from llm_worker.prompt import SUBMIT_CODE_TOOL, render_task, system_prompt
 from llm_worker.routing import resolve_route
-from pipeline.settings import ExecutionSettings, LlmSettings
+from llm_worker.settings import LlmSettings
+from pipeline.settings import ExecutionSettings
 from schemas import AttemptRecord, ErrorInfo, ExecRoute, Limits, ResultStatus, Route
 
 EXECUTION = ExecutionSettings(execution_timeout=12, execution_memory_mb=300,

@@ -84,7 +84,7 @@ async def test_code_failing_validation_goes_back_to_the_model_with_its_report(
 
 async def test_validation_repairs_stop_at_max_retries(api: FakeAnthropic,
                                                       harness: MakeHarness) -> None:
-    h = harness(processor={"max_retries": 3})
+    h = harness(llm={"max_retries": 3})
     api.script(tool_reply("import subprocess"))
     (out,) = await h.handle(prompt())
     result = out.event
@@ -114,7 +114,7 @@ async def test_a_refused_key_is_an_immediate_failed_result(api: FakeAnthropic,
 
 async def test_transient_errors_are_raised_until_the_last_try_then_become_a_result(
         api: FakeAnthropic, harness: MakeHarness) -> None:
-    h = harness(processor={"max_retries": 2})
+    h = harness(processor={"transient_retries": 2})
     api.script(error_reply(529, "overloaded"))
     for try_number in (1, 2):
         with pytest.raises(TransientError):
@@ -123,7 +123,7 @@ async def test_transient_errors_are_raised_until_the_last_try_then_become_a_resu
     result = out.event
     assert isinstance(result, ExecutionResult) and result.status is ResultStatus.FAILED
     assert result.error is not None and result.error.code == "llm_unavailable"
-    assert "no usable LLM answer after 3 tries (MAX_RETRIES=2)" in result.error.message
+    assert "no usable LLM answer after 3 tries: " in result.error.message
     assert "529" in result.error.message
     assert h.sample("llmexec_llm_api_errors_total", error_class="overloaded") == 3
 
@@ -159,7 +159,7 @@ async def test_a_response_that_skips_the_tool_is_asked_again(api: FakeAnthropic,
 
 async def test_a_model_that_keeps_ignoring_the_tool_gets_a_clear_result(
         api: FakeAnthropic, harness: MakeHarness) -> None:
-    h = harness(processor={"max_retries": 1})
+    h = harness(processor={"transient_retries": 1})
     api.script(text_reply("I cannot use tools."))
     with pytest.raises(TransientError):
         await h.handle(prompt())
@@ -192,7 +192,7 @@ async def test_user_code_is_validated_but_never_rewritten_unless_allowed(
 
 async def test_a_repair_past_the_last_attempt_is_the_final_result(
         api: FakeAnthropic, harness: MakeHarness) -> None:
-    h = harness(processor={"max_retries": 2})
+    h = harness(llm={"max_retries": 2})
     cmd = ExecutionCommand(request_id="r1", attempt=2, code="print(x)", source="llm",
                            prompt="p")
     failure = ExecutionResult(request_id="r1", attempt=2, status=ResultStatus.FAILED,

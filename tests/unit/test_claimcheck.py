@@ -6,11 +6,11 @@ import asyncio
 import json
 from collections.abc import Sequence
 
+from llmexec.config import AppConfig
+from llmexec.embedded import run_embedded
 from pipeline.bus.claimcheck import CLAIM_PROPERTY, ClaimCheckBus, MemoryPayloadStore
 from pipeline.bus.memory import MemoryBus
 from pipeline.bus.ports import OutgoingEvent, PartitionContext, ReceivedEvent
-from pipeline.cli.run import run_embedded
-from pipeline.settings import AppConfig
 from schemas import DecodeError, ExecutionRequest, ResultStatus, decode_event
 
 

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from executor_worker.sandbox import SandboxSettings
+from llm_worker.settings import LlmSettings
 from pipeline.settings import (
     BusSettings,
     ExecutionSettings,
-    LlmSettings,
     LogSettings,
     ProcessorSettings,
     ServiceSettings,

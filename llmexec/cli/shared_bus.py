@@ -8,18 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from consumers.deadletters import read_dead_letters, replay
 from consumers.results import ResultFollower
+from llmexec.cli.common import EXIT_OK, UsageError, print_result, report, requests_from_args
+from llmexec.config import AppConfig, load_config
+from llmexec.embedded import deadline
 from pipeline.bus.factory import build_bus
 from pipeline.bus.ports import Bus
-from pipeline.cli.common import (
-    EXIT_OK,
-    UsageError,
-    deadline,
-    print_result,
-    report,
-    requests_from_args,
-)
 from pipeline.observability.logging import configure_logging
-from pipeline.settings import AppConfig, load_config
 from producers.client import RequestProducer
 
 CLOCK_SKEW_S = 60

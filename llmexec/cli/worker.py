@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import structlog
 
+from llmexec import assembly, services
+from llmexec.config import load_config
 from pipeline.bus.factory import build_bus
 from pipeline.observability.logging import configure_logging
-from pipeline.settings import load_config
 
 
 async def worker_command(kind: str, port: int | None) -> int:
@@ -20,15 +21,8 @@ async def worker_command(kind: str, port: int | None) -> int:
                  "EVENT_HUB_CONNECTION_STRING and STORAGE_CONNECTION_STRING to share work",
         )
     if kind == "llm":
-        from llm_worker.service import DEFAULT_PORT, run_service
-
-        await run_service(bus, cfg, port if port is not None else DEFAULT_PORT)
-        return 0
-    from executor_worker import service as executor
-
-    # The sandbox starts with an empty environment of its own (a fresh interpreter), so
-    # nothing this process has read, secrets included, reaches user code.
-    sandboxes = await executor.start_sandboxes(cfg)
-    await executor.run_service(bus, cfg, port if port is not None else executor.DEFAULT_PORT,
-                               sandboxes)
+        await services.serve_llm(cfg, bus, port if port is not None else assembly.LLM_PORT)
+    else:
+        await services.serve_executor(cfg, bus,
+                                      port if port is not None else assembly.EXECUTOR_PORT)
     return 0

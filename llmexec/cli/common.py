@@ -10,7 +10,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.settings import AppConfig
 from schemas import (
     DecodeError,
     ErrorInfo,
@@ -22,8 +21,6 @@ from schemas import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-#: Time the pipeline gets beyond the execution limits (LLM round trips, scheduling).
-OVERHEAD_S = 120.0
 
 
 def add_request_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -52,12 +49,6 @@ def report(requests: list[ExecutionRequest], early: dict[str, ExecutionResult],
     every_answered = all(rid in answered for rid in order)
     ok = every_answered and all(answered[rid].status is ResultStatus.SUCCEEDED for rid in order)
     return EXIT_OK if ok else EXIT_FAILED
-
-
-def deadline(cfg: AppConfig, requests: list[ExecutionRequest]) -> float:
-    per_try = max((r.limits.timeout_s or cfg.execution.execution_timeout) for r in requests)
-    waves = -(-len(requests) // cfg.processor.max_concurrency)
-    return (per_try + OVERHEAD_S) * (cfg.processor.max_retries + 1) * max(1, waves)
 
 
 class UsageError(Exception):

@@ -18,7 +18,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from pipeline.cli.common import UsageError, add_request_arguments
+from llmexec.cli.common import UsageError, add_request_arguments
 from pipeline.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -67,16 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            from pipeline.cli.run import run_command
+            from llmexec.cli.run import run_command
 
             return asyncio.run(run_command(args))
         if args.command in ("submit", "results", "deadletter"):
-            from pipeline.cli import shared_bus
+            from llmexec.cli import shared_bus
 
             command = getattr(shared_bus, f"{args.command}_command")
             return int(asyncio.run(command(args)))
         if args.command == "worker":
-            from pipeline.cli.worker import worker_command
+            from llmexec.cli.worker import worker_command
 
             return asyncio.run(worker_command(args.kind, args.port))
         if args.command == "schemas":
