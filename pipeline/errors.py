@@ -4,8 +4,8 @@
     ├── PermanentError          retrying cannot help: dead-letter (or fail the request) now
     │   ├── EventTooLargeError  an event over the hub's size limit
     │   └── ConfigError         bad configuration; start-up stops with one line naming it
-    └── TransientError(delay)   may succeed later: retry in-process (tenacity), bounded by
-                                MAX_RETRIES, waiting at least ``delay`` seconds when given
+    └── TransientError(delay)   may succeed later: retry in-process (pipeline.retries), bounded
+                                by TRANSIENT_RETRIES, waiting at least ``delay`` seconds
         └── BusUnavailableError the bus or checkpoint store cannot be reached right now
 
 Anything else a handler raises is a bug in our code; the processor treats it as permanent

@@ -115,6 +115,15 @@ async def eventually(cond: Callable[[], bool], timeout: float = 10, what: str = 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def checkpoint_reaches(bus: Bus, seq: int, timeout: float = 10) -> None:
+    """Wait until the one partition's checkpoint is at ``seq`` (a condition, not a sleep)."""
+    for _ in range(int(timeout / 0.02)):
+        if list((await checkpoints(bus)).values()) == [seq]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"checkpoint never reached {seq}: {await checkpoints(bus)}")
+
+
 async def test_events_of_one_key_are_handled_in_order_under_concurrency(bus_factory: BusFactory) -> None:
     bus = bus_factory()
     handler = ScriptedHandler()
@@ -145,7 +154,7 @@ async def test_checkpoint_never_passes_an_unfinished_event(bus_factory: BusFacto
     task = asyncio.create_task(proc.run())
     # r0..r2 done, r3 blocked; everything after waits behind r3 (same key) — checkpoint at r2.
     await eventually(lambda: len(handler.finished) == 3, what="three finished")
-    await asyncio.sleep(0.4)  # several checkpoint intervals
+    await checkpoint_reaches(bus, 2)  # the finished prefix; r4.. wait behind r3 (same key)
     (seq,) = (await checkpoints(bus)).values()
     assert seq == 2
     handler.block["r3"].set()
@@ -176,7 +185,7 @@ async def test_checkpoint_stops_below_an_event_whose_output_cannot_be_published(
                      deadletter_hub=HUBS.deadletter, settings=settings(), publisher=FlakyPublisher())
     task = asyncio.create_task(proc.run())
     await eventually(lambda: len(handler.finished) == 5, what="all handled")
-    await asyncio.sleep(0.4)
+    await checkpoint_reaches(bus, 1)  # the prefix below r2, flushed by the interval
     await proc.stop()
     await task
     # r2 was handled but its result never left: never checkpointed past it.
@@ -195,7 +204,7 @@ async def test_restart_rehandles_only_the_unfinished_window_and_dedupe_gives_one
     proc = make_processor(bus, first, max_concurrency=4)
     task = asyncio.create_task(proc.run())
     await eventually(lambda: len(first.finished) == 5, what="r0..r4")
-    await asyncio.sleep(0.3)
+    await checkpoint_reaches(bus, 4)
     await proc.subscription.abandon()  # type: ignore[attr-defined]
     await task
     cp = await checkpoints(bus)
@@ -321,6 +330,7 @@ async def test_checkpoints_are_batched_not_per_event(bus_factory: BusFactory) ->
     await eventually(lambda: len(handler.finished) == 500, what="all")
     await proc.stop()
     await task
-    writes = metrics.checkpoints.labels("test", HUBS.requests)._value.get()
-    assert 1 <= writes <= 6, writes
+    writes = metrics.registry.get_sample_value(
+        "llmexec_checkpoints_total", {"worker": "test", "hub": HUBS.requests})
+    assert writes is not None and 1 <= writes <= 6, writes
     assert list((await checkpoints(bus)).values()) == [499]
