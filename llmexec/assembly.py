@@ -133,8 +133,10 @@ def llm_probes(cfg: AppConfig, bus: Bus, processor: Processor,
                 "model": cfg.llm.llm_model, "llm_max_concurrency": cfg.llm.llm_max_concurrency}
 
     def ready() -> tuple[bool, dict[str, Any]]:
-        return bus.connected(), {"bus_connected": bus.connected(),
-                                 "partitions": sorted(processor.owned_partitions())}
+        stuck = processor.stuck_detail()
+        return bus.connected() and not stuck, {
+            "bus_connected": bus.connected(), "stuck": stuck,
+            "partitions": sorted(processor.owned_partitions())}
 
     return health, ready
 
@@ -150,9 +152,10 @@ def executor_probes(cfg: AppConfig, bus: Bus, processor: Processor,
                 "heavy": heavy.describe()}
 
     def ready() -> tuple[bool, dict[str, Any]]:
-        ok = bus.connected() and light.ready() and heavy.ready()
+        stuck = processor.stuck_detail()
+        ok = bus.connected() and light.ready() and heavy.ready() and not stuck
         return ok, {"bus_connected": bus.connected(), "sandbox_ready": light.ready(),
-                    "heavy_ready": heavy.ready(),
+                    "heavy_ready": heavy.ready(), "stuck": stuck,
                     "partitions": sorted(processor.owned_partitions())}
 
     return health, ready

@@ -1,35 +1,53 @@
-"""One event to its end: decode -> handle (with in-process retries) -> publish, or a
-dead letter with the reason. The processor's try budget lives here and is told to the
+"""One event to its end: decode -> handle (with in-process retries) -> encode -> publish, or
+a dead letter with the reason. The processor's try budget lives here and is told to the
 handler (``EventContext.try_number`` / ``final_try``), so no handler recomputes it.
 
-Failures: ``TransientError`` is retried in-process with backoff, ``TRANSIENT_RETRIES``
-times at most; a ``PermanentError``, an undecodable body, an event of the wrong kind for
-the hub, or spent retries go to the dead-letter hub with the reason. An event whose
-outputs (or dead-letter record) cannot be published is reported unfinished (False).
+Every event ends. ``TransientError`` from the handler is retried in-process with backoff,
+``TRANSIENT_RETRIES`` times at most; a ``PermanentError``, an undecodable body, an event of
+the wrong kind for the hub, spent retries, and *any* exception escaping decode, handle,
+encode or publish (a bug) go to the dead-letter hub with the reason and the traceback
+summary. Outputs (or a dead-letter record) the bus still refuses after the bounded
+retries come back as a :class:`~pipeline.outbox.Delivery`: the partition run keeps them
+and :meth:`EventDispatcher.redeliver` re-publishes them, with capped backoff, until they go.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from pipeline.bus.ports import OutgoingEvent, PartitionContext, Publisher, ReceivedEvent
-from pipeline.errors import EventTooLargeError, PermanentError, TransientError
+from pipeline.errors import PermanentError, TransientError
 from pipeline.handling import Emit, EventContext, Handler, dead_letter
 from pipeline.observability.metrics import PipelineMetrics
+from pipeline.outbox import Delivery
 from pipeline.retries import RetryPolicy
-from schemas import DecodeError, Event, decode_event, derived_id
+from schemas import DeadLetter, DecodeError, Event, decode_event, derived_id
 
 log = structlog.get_logger(__name__)
+
+#: Waits until no output of the request is waiting to be published.
+WaitForRequest = Callable[[str], Awaitable[None]]
+
+
+async def _no_wait(_: str) -> None:
+    return None
+
+
+def _evidence(exc: BaseException) -> str:
+    where = "".join(traceback.format_exception(exc, limit=-3))
+    return where.encode("utf-8", "backslashreplace").decode()
 
 
 class EventDispatcher:
     def __init__(self, *, name: str, hub: str, consumer_group: str, handler: Handler,
                  accepts: frozenset[str], deadletter_hub: str, publisher: Publisher,
-                 retry: RetryPolicy, metrics: PipelineMetrics) -> None:
+                 retry: RetryPolicy, metrics: PipelineMetrics,
+                 republish: RetryPolicy | None = None) -> None:
         self.name = name
         self.hub = hub
         self.consumer_group = consumer_group
@@ -38,37 +56,53 @@ class EventDispatcher:
         self._deadletter_hub = deadletter_hub
         self._publisher = publisher
         self._retry = retry
+        # Kept outputs: until they go, backoff capped like the in-process retries.
+        self._republish = republish or RetryPolicy(None, 0.5, 30.0)
         self._metrics = metrics
         # Label children resolved once: labels() is a locked dict lookup per call otherwise.
         self._m_ok = metrics.events.labels(name, hub, "ok")
-        self._m_unfinished = metrics.events.labels(name, hub, "unfinished")
+        self._m_kept = metrics.events.labels(name, hub, "unfinished")
         self._m_retries = metrics.retries.labels(name, hub)
         self._m_latency = metrics.handler_seconds.labels(name, hub)
 
-    async def finish(self, ctx: PartitionContext, event: ReceivedEvent) -> bool:
-        """Handle one event to the end. True when finished (outputs or dead-letter published)."""
-        fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
+    async def finish(self, ctx: PartitionContext, event: ReceivedEvent,
+                     wait_for: WaitForRequest = _no_wait) -> Delivery | None:
+        """Handle one event to the end. None when finished (outputs or dead letter
+        published); else the delivery the bus refused, for the caller to keep."""
         with structlog.contextvars.bound_contextvars(
             worker=self.name, hub=self.hub, partition=ctx.partition_id, offset=event.offset,
             sequence_number=event.sequence_number,
         ):
             try:
-                decoded = decode_event(event.body, fallback_request_id=fallback_id)
-            except DecodeError as exc:
-                return await self._dead_letter(ctx, event, f"malformed event: {exc}",
-                                               "DecodeError", 0, None, cause="malformed")
-            request_id = decoded.request_id
-            attempt = getattr(decoded, "attempt", 1)
-            with structlog.contextvars.bound_contextvars(request_id=request_id, attempt=attempt):
-                if decoded.kind not in self._accepts:
-                    reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
-                              f"(accepts {', '.join(sorted(self._accepts))})")
-                    return await self._dead_letter(ctx, event, reason, "UnexpectedKind", 0,
-                                                   request_id, cause="malformed")
-                return await self._handle_decoded(ctx, event, decoded)
+                return await self._finish(ctx, event, wait_for)
+            except Exception as exc:  # escaped decode/handle/encode/publish: keep the evidence
+                log.exception("event.crashed")
+                return await self._dead_letter(
+                    ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
+                    type(exc).__name__, 0, None, cause="crash")
+
+    async def _finish(self, ctx: PartitionContext, event: ReceivedEvent,
+                      wait_for: WaitForRequest) -> Delivery | None:
+        fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
+        try:
+            decoded = decode_event(event.body, fallback_request_id=fallback_id)
+        except DecodeError as exc:
+            return await self._dead_letter(ctx, event, f"malformed event: {exc}",
+                                           "DecodeError", 0, None, cause="malformed")
+        request_id = decoded.request_id
+        attempt = getattr(decoded, "attempt", 1)
+        with structlog.contextvars.bound_contextvars(request_id=request_id, attempt=attempt):
+            if decoded.kind not in self._accepts:
+                reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
+                          f"(accepts {', '.join(sorted(self._accepts))})")
+                return await self._dead_letter(ctx, event, reason, "UnexpectedKind", 0,
+                                               request_id, cause="malformed")
+            if request_id:
+                await wait_for(request_id)  # an earlier output of this request goes first
+            return await self._handle_decoded(ctx, event, decoded)
 
     async def _handle_decoded(self, ctx: PartitionContext, event: ReceivedEvent,
-                              decoded: Event) -> bool:
+                              decoded: Event) -> Delivery | None:
         tries = 0
         last_try = self._retry.tries
 
@@ -98,51 +132,106 @@ class EventDispatcher:
                                            decoded.request_id, cause="permanent")
         except Exception as exc:  # a bug in a handler: never loop on it, keep the evidence
             log.exception("handler.crashed")
-            where = "".join(traceback.format_exception(exc, limit=-3))
-            return await self._dead_letter(ctx, event, f"handler crashed: {exc!r}\n{where}",
+            return await self._dead_letter(ctx, event,
+                                           f"handler crashed: {exc!r}\n{_evidence(exc)}",
                                            type(exc).__name__, tries, decoded.request_id,
                                            cause="crash")
         finally:
             self._m_latency.observe(time.monotonic() - started)
         try:
-            await self._publish(outputs)
-        except EventTooLargeError as exc:
+            delivery = self._encode(outputs, decoded.request_id)
+        except Exception as exc:
+            log.exception("output.unencodable")
+            return await self._dead_letter(
+                ctx, event, f"output could not be encoded: {exc!r}\n{_evidence(exc)}",
+                type(exc).__name__, tries, decoded.request_id, cause="crash")
+        try:
+            kept = await self._deliver(delivery)
+        except PermanentError as exc:
             return await self._dead_letter(ctx, event, f"output not publishable: {exc}",
                                            type(exc).__name__, tries, decoded.request_id,
                                            cause="permanent")
-        except TransientError as exc:
-            log.error("publish.failed", error=str(exc))
-            self._m_unfinished.inc()
-            return False
-        self._m_ok.inc()
-        return True
+        if kept is None:
+            self._m_ok.inc()
+        return kept
 
-    async def _publish(self, outputs: Sequence[Emit]) -> None:
-        by_hub: dict[str, list[Emit]] = {}
+    def _encode(self, outputs: Sequence[Emit], request_id: str | None) -> Delivery:
+        by_hub: dict[str, list[OutgoingEvent]] = {}
         for out in outputs:
-            by_hub.setdefault(out.hub, []).append(out)
-        for hub, emits in by_hub.items():
-            encoded = [e.encode() for e in emits]
+            by_hub.setdefault(out.hub, []).append(out.encode())
+        return Delivery(list(by_hub.items()), request_id)
 
-            async def send(_: int, hub: str = hub, encoded: list[OutgoingEvent] = encoded) -> None:
+    async def _deliver(self, delivery: Delivery, retry: RetryPolicy | None = None
+                       ) -> Delivery | None:
+        """Publish what is left of ``delivery``; the delivery itself when the bus still
+        refuses after the retries (TransientError). PermanentError propagates."""
+        policy = retry or self._retry
+        while delivery.batches:
+            hub, encoded = delivery.batches[0]
+
+            async def send(_: int, hub: str = hub, encoded: list[OutgoingEvent] = encoded
+                           ) -> None:
                 await self._publisher.publish(hub, encoded)
 
-            await self._retry.call(send)
+            try:
+                await policy.call(send)
+            except TransientError as exc:
+                delivery.error = str(exc)
+                log.error("publish.failed", hub=hub, error=str(exc))
+                self._m_kept.inc()
+                return delivery
+            delivery.batches.pop(0)
             self._metrics.published.labels(self.name, hub).inc(len(encoded))
+        return None
+
+    async def redeliver(self, ctx: PartitionContext, event: ReceivedEvent,
+                        delivery: Delivery) -> None:
+        """Re-publish a kept delivery until it goes (capped backoff). Refused for good
+        (PermanentError, or a bug in the publisher): the event is dead-lettered instead."""
+        with structlog.contextvars.bound_contextvars(
+            worker=self.name, hub=self.hub, partition=ctx.partition_id,
+            sequence_number=event.sequence_number, request_id=delivery.request_id,
+        ):
+            try:
+                await self._deliver(delivery, self._republish)
+                return
+            except Exception as exc:
+                log.exception("output.refused")
+                reason = f"output not publishable: {exc!r}"
+            fallback = await self._dead_letter(ctx, event, reason, "PermanentError", 0,
+                                               delivery.request_id, cause="permanent")
+            if fallback is not None:
+                await self._deliver(fallback, self._republish)
 
     async def _dead_letter(self, ctx: PartitionContext, event: ReceivedEvent, reason: str,
                            error_type: str, attempts: int, request_id: str | None,
-                           *, cause: str) -> bool:
-        log.warning("event.deadletter", reason=reason.splitlines()[0], cause=cause)
-        record = dead_letter(event, hub=self.hub, consumer_group=self.consumer_group,
-                             reason=reason, error_type=error_type, attempts=attempts,
-                             request_id=request_id)
+                           *, cause: str) -> Delivery | None:
+        reason = reason.encode("utf-8", "backslashreplace").decode()
+        log.warning("event.deadletter", reason=reason.splitlines()[0] if reason else "",
+                    cause=cause)
         try:
-            await self._publish([Emit(self._deadletter_hub, record)])
-        except Exception:
-            log.exception("deadletter.publish_failed")
-            self._m_unfinished.inc()
-            return False
-        self._metrics.deadletters.labels(self.name, self.hub, cause).inc()
-        self._metrics.events.labels(self.name, self.hub, "deadlettered").inc()
-        return True
+            full = dead_letter(event, hub=self.hub, consumer_group=self.consumer_group,
+                               reason=reason, error_type=error_type, attempts=attempts,
+                               request_id=request_id)
+            kept = await self._deliver(self._encode([Emit(self._deadletter_hub, full)], None))
+        except Exception as exc:  # e.g. too large with the body: keep the evidence, not the body
+            log.exception("deadletter.refused")
+            digest = hashlib.sha256(event.body).hexdigest()
+            slim = DeadLetter(
+                request_id=request_id, error_type=error_type, attempts=attempts,
+                source_hub=self.hub, consumer_group=self.consumer_group,
+                partition_id=event.partition_id, offset=event.offset,
+                sequence_number=event.sequence_number, body_b64="",
+                reason=(f"{reason[:3000]}\n[body of {len(event.body)} bytes, sha256 {digest}, "
+                        f"left out: the dead letter with it was refused: {exc!r}]"))
+            try:
+                kept = await self._deliver(self._encode([Emit(self._deadletter_hub, slim)],
+                                                        None))
+            except Exception:
+                log.critical("deadletter.dropped", cause=cause)
+                self._metrics.events.labels(self.name, self.hub, "dropped").inc()
+                return None
+        if kept is None:
+            self._metrics.deadletters.labels(self.name, self.hub, cause).inc()
+            self._metrics.events.labels(self.name, self.hub, "deadlettered").inc()
+        return kept

@@ -1,4 +1,5 @@
-"""One owned partition inside a processor: bounded concurrency, per-key order, checkpoints."""
+"""One owned partition inside a processor: bounded concurrency, per-key order, checkpoints,
+kept outputs, and the partition's stuck report."""
 
 from __future__ import annotations
 
@@ -7,39 +8,70 @@ import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
 from pipeline.bus.ports import PartitionContext, ReceivedEvent
+from pipeline.dispatch import WaitForRequest
 from pipeline.observability.metrics import PartitionMetrics
+from pipeline.outbox import Delivery, Outbox, UnpublishedBudget
 from pipeline.settings import ProcessorSettings
 from pipeline.window import CheckpointWindow
 
-#: Handles one event to its end; True when it is finished (see pipeline.dispatch).
-Finish = Callable[[PartitionContext, ReceivedEvent], Awaitable[bool]]
+#: Handles one event to its end (see pipeline.dispatch): None when finished, else the
+#: outputs the bus refused, to keep.
+Finish = Callable[[PartitionContext, ReceivedEvent, WaitForRequest], Awaitable[Delivery | None]]
+#: Re-publishes kept outputs until they go.
+Redeliver = Callable[[PartitionContext, ReceivedEvent, Delivery], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class StuckReport:
+    """What holds a partition's checkpoint back, and for how long."""
+
+    partition_id: str
+    age_s: float
+    reason: str
+
+
 class PartitionRun:
     def __init__(self, ctx: PartitionContext, settings: ProcessorSettings, finish: Finish,
-                 metrics: PartitionMetrics) -> None:
+                 metrics: PartitionMetrics, *, redeliver: Redeliver | None = None,
+                 budget: UnpublishedBudget | None = None) -> None:
         self._finish = finish
         self._ctx = ctx
         self._settings = settings
         self._window = CheckpointWindow()
+        self._budget = budget or UnpublishedBudget(settings.unpublished_max_bytes)
+        self._outbox = Outbox(self._redeliver_with(redeliver), self._delivered, self._budget)
         self._slots = asyncio.Semaphore(self._settings.max_concurrency)
         self._tails: dict[str, asyncio.Task[None]] = {}  # last task per partition key
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_failing: tuple[float, str] | None = None  # since, error
         self._checkpoint_lock = asyncio.Lock()
         self._flusher = asyncio.create_task(self._flush_periodically())
         self._in_flight = metrics.in_flight
         self._lag = metrics.checkpoint_lag
         self._checkpoints = metrics.checkpoints
+        self._stuck_gauge = metrics.stuck_seconds
+        self._stuck_gauge.set_function(self.stuck_age)
+
+    def _redeliver_with(self, redeliver: Redeliver | None
+                        ) -> Callable[[ReceivedEvent, Delivery], Awaitable[None]]:
+        async def run(event: ReceivedEvent, delivery: Delivery) -> None:
+            if redeliver is None:
+                raise RuntimeError("no redeliver configured")
+            await redeliver(self._ctx, event, delivery)
+        return run
 
     async def submit(self, event: ReceivedEvent) -> None:
-        """Start handling ``event``; waits while ``max_concurrency`` events are in flight."""
+        """Start handling ``event``; waits while ``max_concurrency`` events are in flight,
+        or while kept (unpublished) outputs are over their bound."""
+        await self._budget.room()
         await self._slots.acquire()
         self._window.add(event)
         key = event.partition_key or event.properties.get("request_id") or None
@@ -60,18 +92,21 @@ class PartitionRun:
         in_flight = self._in_flight
         try:
             if previous is not None:
-                await asyncio.wait([previous])  # same request: strictly after the one before
+                await asyncio.wait([previous])  # same key: strictly after the one before
             in_flight.inc()
             try:
-                ok = await self._finish(self._ctx, event)
+                kept = await self._finish(self._ctx, event, self._outbox.wait_for)
             finally:
                 in_flight.dec()
         finally:
             self._slots.release()
-        self._window.finish(event, ok)
-        if not ok:
-            log.error("event.unfinished", partition=self._ctx.partition_id,
-                      sequence_number=event.sequence_number)
+        if kept is not None:
+            self._outbox.keep(event, kept)  # finished once its outputs leave
+            return
+        await self._delivered(event)
+
+    async def _delivered(self, event: ReceivedEvent) -> None:
+        self._window.finish(event, True)
         # One write at a time; work finished during a write waits for the next batch, so a
         # slow checkpoint store does not turn into a burst of writes.
         if (self._window.pending_checkpoint >= self._settings.checkpoint_every
@@ -84,10 +119,21 @@ class PartitionRun:
             if target is None or target.sequence_number <= self._window.checkpointed_seq:
                 return
             try:
-                await self._ctx.checkpoint(target)
-            except Exception as exc:  # the next flush tries again; nothing is lost meanwhile
-                log.warning("checkpoint.failed", error=str(exc))
+                await asyncio.wait_for(self._ctx.checkpoint(target),
+                                       self._settings.checkpoint_timeout_s)
+            except Exception as exc:  # the next flush tries again; processing goes on
+                error = str(exc) or type(exc).__name__
+                if self._checkpoint_failing is None:
+                    self._checkpoint_failing = (time.monotonic(), error)
+                    log.warning("checkpoint.failed", partition=self._ctx.partition_id,
+                                error=error)
+                else:
+                    self._checkpoint_failing = (self._checkpoint_failing[0], error)
                 return
+            if self._checkpoint_failing is not None:
+                log.info("checkpoint.resumed", partition=self._ctx.partition_id,
+                         after_s=round(time.monotonic() - self._checkpoint_failing[0], 3))
+                self._checkpoint_failing = None
             self._window.mark_checkpointed(target)
             self._last_checkpoint = time.monotonic()
             self._checkpoints.inc()
@@ -103,21 +149,56 @@ class PartitionRun:
             if time.monotonic() - self._last_checkpoint >= interval:
                 await self.checkpoint()
 
+    # -- stuck report --------------------------------------------------------------------
+
+    def stuck_report(self) -> StuckReport | None:
+        """The oldest thing holding this partition's checkpoint back, if anything is."""
+        now = time.monotonic()
+        candidates: list[StuckReport] = []
+        pid = self._ctx.partition_id
+        head = self._window.oldest_unfinished()
+        if head is not None:
+            event, since = head
+            kept = self._outbox.oldest()
+            why = (f"event {event.sequence_number} unfinished"
+                   + (f"; {len(self._outbox)} output(s) waiting to be published, last error: "
+                      f"{kept.error}" if kept is not None else ""))
+            candidates.append(StuckReport(pid, now - since, why))
+        if self._checkpoint_failing is not None:
+            since, error = self._checkpoint_failing
+            candidates.append(StuckReport(pid, now - since,
+                                          f"checkpoint store failing: {error}"))
+        return max(candidates, key=lambda r: r.age_s, default=None)
+
+    def stuck_age(self) -> float:
+        report = self.stuck_report()
+        return 0.0 if report is None else report.age_s
+
+    # -- close ---------------------------------------------------------------------------
+
     async def close(self, grace_s: float | None) -> None:
-        """Shutdown (``grace_s`` set): let in-flight work finish within the grace period,
-        then checkpoint. Lost ownership (``None``): abandon at once, no checkpoint, since
-        the new owner is already moving the group's checkpoint."""
+        """Shutdown (``grace_s`` set): let in-flight work (and kept outputs) finish within
+        the grace period, then checkpoint. Lost ownership (``None``): abandon at once, no
+        checkpoint, since the new owner is already moving the group's checkpoint."""
+        self._stuck_gauge.set_function(lambda: 0.0)
         self._flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._flusher
-        if grace_s is not None and self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        if grace_s is not None and (self._tasks or len(self._outbox)):
+            deadline = time.monotonic() + grace_s
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=grace_s)
+            outbox = self._outbox.tasks()
+            if outbox:
+                await asyncio.wait(outbox, timeout=max(0.0, deadline - time.monotonic()))
+            pending = len(self._tasks) + len(self._outbox)
             if pending:
                 log.warning("shutdown.abandoned", partition=self._ctx.partition_id,
-                            count=len(pending))
+                            count=pending)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+        await self._outbox.close()
         if grace_s is not None:
             await self.checkpoint()

@@ -5,9 +5,11 @@ Per owned partition (:mod:`pipeline.partition_run`), events are handled with up 
 strictly in order. A checkpoint covers only the prefix of events that are all finished,
 and is written in batches (every ``checkpoint_every`` events or ``checkpoint_interval_s``
 seconds), never per event. What happens to one event, retries and dead letters included,
-is :mod:`pipeline.dispatch`. An event whose outputs (or dead-letter record) cannot be
-published stays unfinished: the checkpoint stops below it, so it is delivered again after
-a restart.
+is :mod:`pipeline.dispatch`: every event ends, as outputs or as a dead letter. Outputs
+the bus refuses are kept and re-published until they go (:mod:`pipeline.outbox`); the
+event stays unfinished until then, and intake pauses while kept outputs pass
+``UNPUBLISHED_MAX_BYTES``. A partition held back longer than ``STUCK_AFTER_S`` shows in
+:meth:`Processor.stuck` (readiness fails on it) and in ``llmexec_partition_stuck_seconds``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pipeline.bus.ports import (
 from pipeline.dispatch import EventDispatcher
 from pipeline.handling import Handler
 from pipeline.observability.metrics import PipelineMetrics
-from pipeline.partition_run import PartitionRun
+from pipeline.outbox import UnpublishedBudget
+from pipeline.partition_run import PartitionRun, StuckReport
 from pipeline.retries import RetryPolicy
 from pipeline.settings import ProcessorSettings
 
@@ -62,7 +65,10 @@ class Processor:
         self._dispatcher = EventDispatcher(
             name=name, hub=hub, consumer_group=consumer_group, handler=handler,
             accepts=accepts, deadletter_hub=deadletter_hub,
-            publisher=publisher or bus.publisher(), retry=retry, metrics=self._metrics)
+            publisher=publisher or bus.publisher(), retry=retry, metrics=self._metrics,
+            republish=RetryPolicy(None, settings.retry_backoff_s, settings.retry_backoff_max_s))
+        self._budget = UnpublishedBudget(settings.unpublished_max_bytes)
+        self._metrics.unpublished_bytes.labels(name).set_function(lambda: self._budget.used)
         self._closing_grace: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -81,12 +87,23 @@ class Processor:
     def owned_partitions(self) -> frozenset[str]:
         return self.subscription.owned_partitions()
 
+    def stuck(self) -> list[StuckReport]:
+        """Partitions held back longer than ``STUCK_AFTER_S``, with the reason."""
+        reports = (run.stuck_report() for run in list(self._partitions.values()))
+        return [r for r in reports if r is not None and r.age_s >= self._settings.stuck_after_s]
+
+    def stuck_detail(self) -> list[dict[str, object]]:
+        """:meth:`stuck` for a readiness body."""
+        return [{"worker": self.name, "hub": self.hub, "partition": r.partition_id,
+                 "stuck_s": round(r.age_s, 1), "reason": r.reason} for r in self.stuck()]
+
     # -- PartitionReceiver -----------------------------------------------------------
 
     async def on_open(self, ctx: PartitionContext) -> None:
         self._partitions[ctx.partition_id] = PartitionRun(
             ctx, self._settings, self._dispatcher.finish,
-            self._metrics.for_partition(self.name, self.hub, ctx.partition_id))
+            self._metrics.for_partition(self.name, self.hub, ctx.partition_id),
+            redeliver=self._dispatcher.redeliver, budget=self._budget)
         log.info("partition.open", worker=self.name, hub=self.hub, partition=ctx.partition_id)
 
     async def on_events(self, ctx: PartitionContext, events: Sequence[ReceivedEvent]) -> None:

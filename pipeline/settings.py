@@ -73,6 +73,15 @@ class ProcessorSettings(BaseSettings):
     retry_backoff_s: Annotated[float, Field(ge=0)] = 0.5
     retry_backoff_max_s: Annotated[float, Field(ge=0)] = 30.0
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 25.0
+    #: A partition whose oldest unfinished event (or failing checkpoint) is older than
+    #: this is reported stuck: /api/v1/ready fails with the reason.
+    stuck_after_s: Annotated[float, Field(gt=0)] = 300.0
+    #: Outputs kept for re-publishing, across the processor's partitions, above which
+    #: intake pauses (bytes).
+    unpublished_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    #: One checkpoint write may take this long before it counts as failed (a store that
+    #: hangs must not hang the partition's flusher).
+    checkpoint_timeout_s: Annotated[float, Field(gt=0)] = 10.0
 
 
 class ExecutionSettings(BaseSettings):

@@ -11,7 +11,16 @@ from schemas.base import (
     derived_id,
     new_request_id,
 )
-from schemas.codec import EVENT_TYPES, DecodeError, Event, decode_event, export_json_schemas
+from schemas.codec import (
+    EVENT_TYPES,
+    MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    DecodeError,
+    Event,
+    check_json_shape,
+    decode_event,
+    export_json_schemas,
+)
 from schemas.events import (
     Artifact,
     AttemptRecord,
@@ -28,6 +37,8 @@ from schemas.hubs import HubNames
 
 __all__ = [
     "EVENT_TYPES",
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "SCHEMA_VERSION",
     "Artifact",
     "AttemptRecord",
@@ -48,6 +59,7 @@ __all__ = [
     "Route",
     "ValidationIssue",
     "ValidationReport",
+    "check_json_shape",
     "decode_event",
     "derived_id",
     "export_json_schemas",

@@ -1,4 +1,19 @@
-"""Bytes <-> events. One place decides what a body means."""
+"""Bytes <-> events. One place decides what a body means.
+
+Limits every body is held to before any model sees it (a hostile producer must not be
+able to hurt the worker that reads its event):
+
+- ``MAX_BODY_BYTES`` (16 MiB): a body above it is refused unread. Event Hubs caps an event
+  at 1 MB; larger payloads arrive through the claim check, which this bounds too.
+- ``MAX_JSON_DEPTH`` (64): objects and arrays nested deeper are refused. Checked without
+  recursion (a nesting too deep for the parser itself is refused the same way).
+- JSON numbers the parser refuses (integers over 4300 digits), strings that are not
+  valid Unicode (lone surrogates, which could never be encoded again on the way out) and
+  a ``kind`` that is not a string are refused.
+
+Whatever the body holds, :func:`decode_event` returns an event or raises
+:class:`DecodeError` — nothing else.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +46,9 @@ EVENT_TYPES: dict[str, type[Any]] = {
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+
 
 class DecodeError(ValueError):
     """The body is not an event we understand. The message says why, in one line."""
@@ -45,24 +63,71 @@ def decode_event(body: bytes | str, *, fallback_request_id: str | None = None) -
     redelivered event keeps the same id).
     """
     try:
+        return _decode(body, fallback_request_id)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except Exception as exc:  # never let a body take the worker down: say what it was
+        raise DecodeError(f"undecodable body ({type(exc).__name__}: {exc})"[:500]) from None
+
+
+def _decode(body: bytes | str, fallback_request_id: str | None) -> Event:
+    if len(body) > MAX_BODY_BYTES:
+        raise DecodeError(f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
+    try:
         raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
         raise DecodeError(f"body is not JSON: {exc}") from None
+    check_json_shape(raw)
     if not isinstance(raw, dict):
         raise DecodeError(f"body is a JSON {type(raw).__name__}, expected an object")
     raw.setdefault("kind", "request")
-    if raw["kind"] == "claim_check":
+    kind = raw["kind"]
+    if not isinstance(kind, str):
+        raise DecodeError(f"kind: expected a string, got a JSON {type(kind).__name__}")
+    if kind == "claim_check":
+        ref = str(raw.get("ref"))[:300]
         raise DecodeError(
-            f"claim-check payload could not be fetched (missing or unreachable): {raw.get('ref')}"
+            f"claim-check payload could not be fetched (missing or unreachable): {ref}"
         )
-    if raw["kind"] == "request" and fallback_request_id and not raw.get("request_id"):
+    if kind == "request" and fallback_request_id and not raw.get("request_id"):
         raw["request_id"] = fallback_request_id
-    if raw["kind"] not in EVENT_TYPES:
-        raise DecodeError(f"unknown event kind {raw['kind']!r}")
+    if kind not in EVENT_TYPES:
+        raise DecodeError(f"unknown event kind {kind[:100]!r}")
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise DecodeError(_summarise(exc)) from None
+
+
+def check_json_shape(value: object, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse a parsed JSON value nested deeper than ``max_depth`` or holding strings
+    that are not valid Unicode. Iterative: the value's own depth cannot exhaust the stack."""
+    stack: list[tuple[object, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, where)
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > max_depth:
+            raise DecodeError(f"{(where or '<body>')[:120]}: nested deeper than {max_depth} levels")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, where)
+                stack.append((child, depth + 1, f"{where}.{key[:40]}" if where else key[:40]))
+        else:
+            stack.extend((child, depth + 1, f"{where}[{i}]") for i, child in enumerate(item))
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = where.encode("utf-8", "backslashreplace").decode()[:120] or "<body>"
+        raise DecodeError(f"{shown}: string is not valid Unicode (lone surrogate)") from None
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -16,6 +16,7 @@ class PartitionMetrics:
     in_flight: Any
     checkpoint_lag: Any
     checkpoints: Any
+    stuck_seconds: Any
 
 
 class PipelineMetrics:
@@ -51,6 +52,16 @@ class PipelineMetrics:
         self.checkpoints = Counter(
             "llmexec_checkpoints_total", "Checkpoint writes.", ["worker", "hub"], registry=r
         )
+        self.stuck_seconds = Gauge(
+            "llmexec_partition_stuck_seconds",
+            "Age of the oldest thing holding a partition's checkpoint back (its oldest "
+            "unfinished event, or a failing checkpoint store); 0 when nothing is.",
+            ["worker", "hub", "partition"], registry=r,
+        )
+        self.unpublished_bytes = Gauge(
+            "llmexec_unpublished_bytes", "Outputs kept for re-publishing.", ["worker"],
+            registry=r,
+        )
         self.published = Counter(
             "llmexec_events_published_total", "Events published, by hub.", ["worker", "hub"],
             registry=r,
@@ -61,4 +72,5 @@ class PipelineMetrics:
             in_flight=self.in_flight.labels(worker),
             checkpoint_lag=self.checkpoint_lag.labels(worker, hub, partition),
             checkpoints=self.checkpoints.labels(worker, hub),
+            stuck_seconds=self.stuck_seconds.labels(worker, hub, partition),
         )
