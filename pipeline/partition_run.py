@@ -143,11 +143,18 @@ class PartitionRun:
         self._lag.set(self._window.lag)
 
     async def _flush_periodically(self) -> None:
+        """Every ``checkpoint_interval_s`` after the last write (or try), checkpoint what is
+        finished: an event is covered at most one interval after it finished."""
         interval = self._settings.checkpoint_interval_s
+        last_try = self._last_checkpoint
         while True:
-            await asyncio.sleep(interval / 4)
-            if time.monotonic() - self._last_checkpoint >= interval:
-                await self.checkpoint()
+            due = max(self._last_checkpoint, last_try) + interval
+            now = time.monotonic()
+            if now < due:
+                await asyncio.sleep(due - now)
+                continue
+            last_try = now
+            await self.checkpoint()
 
     # -- stuck report --------------------------------------------------------------------
 
