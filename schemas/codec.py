@@ -67,7 +67,8 @@ def decode_event(body: bytes | str, *, fallback_request_id: str | None = None) -
     except DecodeError:
         raise
     except RecursionError:
-        raise DecodeError(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+        where = _too_deep_at(body, MAX_JSON_DEPTH)
+        raise DecodeError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels") from None
     except Exception as exc:  # never let a body take the worker down: say what it was
         raise DecodeError(f"undecodable body ({type(exc).__name__}: {exc})"[:500]) from None
 
@@ -122,6 +123,45 @@ def check_json_shape(value: object, max_depth: int = MAX_JSON_DEPTH) -> None:
             stack.extend((child, depth + 1, f"{where}[{i}]") for i, child in enumerate(item))
 
 
+def _too_deep_at(body: bytes | str, max_depth: int) -> str:
+    """Where in a body too deep for the parser the nesting passes ``max_depth`` (the
+    field path, shortened): a plain scan, no recursion."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    path: list[str | int | None] = []
+    in_string = escaped = False
+    chars: list[str] = []
+    last = ""
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string, last = False, "".join(chars)
+            else:
+                chars.append(ch)
+        elif ch == '"':
+            in_string, chars = True, []
+        elif ch == ":" and path and not isinstance(path[-1], int):
+            path[-1] = last[:40]
+        elif ch in "{[":
+            path.append(None if ch == "{" else 0)
+            if len(path) > max_depth:
+                break
+        elif ch in "}]" and path:
+            path.pop()
+        elif ch == "," and path and isinstance(path[-1], int):
+            path[-1] += 1
+    shown = ""
+    for part in path[:-1][:4]:
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        elif part is not None:
+            shown += f".{part}" if shown else part
+    return (shown + ("..." if len(path) > 5 else "")) or "<body>"
+
+
 def _check_text(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
@@ -133,7 +173,10 @@ def _check_text(text: str, where: str) -> None:
 def _summarise(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"])
+        parts_of_loc = list(err["loc"])
+        if parts_of_loc and parts_of_loc[0] in EVENT_TYPES:  # the union's tag, not a field
+            parts_of_loc = parts_of_loc[1:]
+        loc = ".".join(str(p) for p in parts_of_loc)
         parts.append(f"{loc or '<event>'}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "invalid event: " + "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
