@@ -67,16 +67,29 @@ class MemorySubscription:
         return frozenset(self._readers)
 
     async def run(self, receiver: PartitionReceiver) -> None:
+        failing_since: float | None = None
         try:
             while not self._stopping.is_set():
-                await self._balance(receiver)
+                try:
+                    await self._balance(receiver)
+                    failing_since = None
+                except Exception as exc:  # store unreachable: keep partitions until expiry
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    log.warning("memory.balance_failed", hub=self.hub, error=str(exc))
+                    if now - failing_since >= self._bus.ownership_expiry_s:
+                        for pid in list(self._readers):  # cannot renew: let them go cleanly
+                            await self._drop(pid, receiver, "ownership_lost")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._bus.balance_interval_s)
         finally:
             for pid in list(self._readers):
                 await self._drop(pid, receiver, "shutdown")
             if not self._abandoned:
-                await self._release_all()
+                try:
+                    await self._release_all()
+                except Exception as exc:  # ownership then expires on its own
+                    log.warning("memory.release_failed", hub=self.hub, error=str(exc))
 
     async def stop(self) -> None:
         self._stopping.set()

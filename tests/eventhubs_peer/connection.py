@@ -92,9 +92,11 @@ class AmqpConnection:
 
     async def run(self) -> None:
         try:
+            await self.peer.faults.while_frozen()
             await self._handshake()
             while not self._closing:
                 _, channel, body = await self._read_frame()
+                await self.peer.faults.while_frozen()
                 if not body:
                     continue  # heartbeat
                 code, fields = codec.decode_frame(body)
@@ -168,6 +170,7 @@ class AmqpConnection:
     async def _beat(self, interval: float) -> None:
         while not self.writer.is_closing():
             await asyncio.sleep(interval)
+            await self.peer.faults.while_frozen()
             await self.write(codec.EMPTY_FRAME)
 
     def _cleanup(self) -> None:

@@ -102,6 +102,9 @@ class InboundLink(Link):
                     None,
                 )
             )
+        refused = peer.faults.refusal(self.address.kind)
+        if refused is not None:
+            return refused
         try:
             if self.address.kind in ("cbs", "management"):
                 self.session.handle_request(self, payload)
@@ -151,6 +154,9 @@ class OutboundLink(Link):
 
     async def _run(self) -> None:
         while not self.detached and self.credit > 0 and self.has_next():
+            await self.session.connection.peer.faults.while_frozen()
+            if self.detached:
+                break
             self.credit -= 1
             self.delivery_count += 1
             await self.session.send_transfer(self, self.next_payload())

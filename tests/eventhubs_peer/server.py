@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from .broker import Broker, StoredEvent
 from .codec import new_container_id
 from .connection import AmqpConnection
+from .faults import PeerFaults
 
 T = TypeVar("T")
 
@@ -50,6 +51,7 @@ class PeerServer:
         self.advertised_max_message_size = advertised_max_message_size or max_message_size
         self.container_id = new_container_id()
         self.connections: set[AmqpConnection] = set()
+        self.faults = PeerFaults()  # chaos switches (faults.py)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -217,6 +219,11 @@ class EventHubsPeer:
                 )
             )
         )
+
+    @property
+    def faults(self) -> PeerFaults:
+        """Freeze / refuse-sends switches (thread-safe flags; see faults.py)."""
+        return self._server.faults
 
     def connection_count(self) -> int:
         return self._call(lambda: len(self._server.connections)).result(timeout=10)
