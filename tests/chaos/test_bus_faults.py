@@ -166,3 +166,24 @@ async def test_checkpoint_store_down_mid_stream(chaos: Chaos) -> None:
     # ...and the checkpoints catch up once it is back, without a restart.
     await run.finish()
     assert run.repeats == 0  # a store outage shorter than the ownership expiry costs nothing
+
+
+async def test_a_replica_that_cannot_renew_ownership_releases_its_partitions(
+    chaos: Chaos,
+) -> None:
+    if chaos.backend != "memory":
+        pytest.skip("the Event Hubs SDK keeps partitions whose renewal fails (its blob store "
+                    "reports the claim as kept); see the report")
+    run = Run(chaos)
+    run.bus.ownership_expiry_s = 1.0  # type: ignore[attr-defined]
+    await run.start()
+    before = await chaos.stored_checkpoints(run.bus, HUBS.requests, "workers")
+    run.handler.known = before
+    await chaos.store(up=False)
+    await eventually(lambda: run.processor.owned_partitions() == frozenset(), timeout=30,
+                     what="partitions released after the ownership expiry")
+    assert run.processor.stuck() == []  # released partitions are nobody's stuck partitions
+    await chaos.store(up=True)
+    await eventually(lambda: len(run.processor.owned_partitions()) == 4, timeout=30,
+                     what="partitions claimed again")
+    await run.finish()
