@@ -73,16 +73,17 @@ class EventDispatcher:
             worker=self.name, hub=self.hub, partition=ctx.partition_id, offset=event.offset,
             sequence_number=event.sequence_number,
         ):
+            known: dict[str, str] = {}  # what was learnt before a crash, for the record
             try:
-                return await self._finish(ctx, event, wait_for)
+                return await self._finish(ctx, event, wait_for, known)
             except Exception as exc:  # escaped decode/handle/encode/publish: keep the evidence
                 log.exception("event.crashed")
                 return await self._dead_letter(
                     ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
-                    type(exc).__name__, 0, None, cause="crash")
+                    type(exc).__name__, 0, known.get("request_id"), cause="crash")
 
     async def _finish(self, ctx: PartitionContext, event: ReceivedEvent,
-                      wait_for: WaitForRequest) -> Delivery | None:
+                      wait_for: WaitForRequest, known: dict[str, str]) -> Delivery | None:
         fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
         try:
             decoded = decode_event(event.body, fallback_request_id=fallback_id)
@@ -90,6 +91,8 @@ class EventDispatcher:
             return await self._dead_letter(ctx, event, f"malformed event: {exc}",
                                            "DecodeError", 0, None, cause="malformed")
         request_id = decoded.request_id
+        if request_id:
+            known["request_id"] = request_id
         attempt = getattr(decoded, "attempt", 1)
         with structlog.contextvars.bound_contextvars(request_id=request_id, attempt=attempt):
             if decoded.kind not in self._accepts:

@@ -126,3 +126,36 @@ async def test_intake_pauses_while_kept_outputs_pass_their_bound(bus_factory: Bu
     await checkpoint_reaches(bus, 1)
     await proc.stop()
     await task
+
+
+async def test_an_exception_escaping_publish_dead_letters_the_event_with_the_evidence(
+    bus_factory: BusFactory,
+) -> None:
+    bus = bus_factory()
+    real = bus.publisher()
+
+    class BuggyPublisher:
+        async def publish(self, hub: str, events: Sequence[OutgoingEvent]) -> None:
+            if hub == HUBS.results and any(e.properties.get("request_id") == "bug" for e in events):
+                raise ValueError("publisher bug")
+            await real.publish(hub, events)
+
+        async def close(self) -> None: ...
+
+    dlq = HubReader(bus, HUBS.deadletter)
+    handler = ScriptedHandler()
+    proc = Processor(name="t", bus=bus, hub=HUBS.requests, consumer_group="workers",
+                     handler=handler, accepts=frozenset({"request"}),  # type: ignore[arg-type]
+                     deadletter_hub=HUBS.deadletter, settings=settings(),
+                     publisher=BuggyPublisher(), owner_id="p1")  # type: ignore[arg-type]
+    task = asyncio.create_task(proc.run())
+    await bus.publisher().publish(HUBS.requests, [request("bug", "a"), request("fine", "a")])
+    await dlq.wait_for(1)
+    await checkpoint_reaches(bus, 1)
+    (record,) = dlq.decoded()
+    assert record.kind == "deadletter" and record.request_id == "bug"  # type: ignore[union-attr]
+    assert "ValueError('publisher bug')" in record.reason and "Traceback" in record.reason  # type: ignore[union-attr]
+    assert handler.finished == ["bug", "fine"]
+    await proc.stop()
+    await task
+    await dlq.close()
