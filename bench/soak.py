@@ -32,16 +32,17 @@ import time
 import uuid
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from consumers.results import ResultFollower
 from llmexec.assembly import EXECUTOR_GROUP, LLM_GROUP
 from pipeline.bus.eventhubs import EventHubsBus
+from pipeline.bus.ports import PartitionContext, ReceivedEvent
 from pipeline.errors import TransientError
 from pipeline.observability.logging import configure_logging
 from pipeline.settings import BusSettings
 from producers.client import RequestProducer
-from schemas import ExecutionRequest, ExecutionResult, HubNames
+from schemas import DecodeError, ExecutionRequest, ExecutionResult, HubNames, decode_event
 from tests.chaos.blobproxy import BlobProxy
 from tests.eventhubs_peer import EventHubsPeer
 from tests.eventhubs_peer.azurite import azurite_blob
@@ -80,6 +81,24 @@ class Workers:
                 proc.wait()
 
 
+class RawResults:
+    """A partition receiver that hands on every result copy it reads."""
+
+    def __init__(self) -> None:
+        self.on_result: Callable[[ExecutionResult], None] = lambda _: None
+
+    async def on_open(self, ctx: PartitionContext) -> None: ...
+
+    async def on_close(self, ctx: PartitionContext, reason: str) -> None: ...
+
+    async def on_events(self, ctx: PartitionContext, events: Sequence[ReceivedEvent]) -> None:
+        for event in events:
+            with contextlib.suppress(DecodeError):
+                decoded = decode_event(event.body)
+                if isinstance(decoded, ExecutionResult):
+                    self.on_result(decoded)
+
+
 async def lag(peer: EventHubsPeer, bus: EventHubsBus, hub: str, group: str) -> int:
     covered = {c.partition_id: c.sequence_number for c in await bus.list_checkpoints(hub, group)}
     behind = 0
@@ -113,7 +132,8 @@ async def soak(args: argparse.Namespace) -> int:
                      + [f"executor-{i}" for i in range(args.executors)])
             for name in names:
                 workers.start(name)
-            follower = ResultFollower(bus, HUBS, consumer_group="soak")
+            raw = RawResults()
+            reading = bus.subscribe(HUBS.results, "soak")  # every copy, not deduplicated
             seen: list[ExecutionResult] = []
             first_body: dict[tuple[str, int], str] = {}
             faults: Counter[str] = Counter()
@@ -122,12 +142,13 @@ async def soak(args: argparse.Namespace) -> int:
             started = time.monotonic()
             last_progress = time.monotonic()
 
-            async def collect() -> None:
+            def on_result(result: ExecutionResult) -> None:
                 nonlocal last_progress
-                async for result in follower.results():
-                    seen.append(result)
-                    first_body.setdefault(result.dedupe_key, result.model_dump_json())
-                    last_progress = time.monotonic()
+                seen.append(result)
+                first_body.setdefault(result.dedupe_key, result.model_dump_json())
+                last_progress = time.monotonic()
+
+            raw.on_result = on_result
 
             async def produce() -> None:
                 producer = RequestProducer(bus.publisher(), HUBS.requests)
@@ -170,7 +191,7 @@ async def soak(args: argparse.Namespace) -> int:
                                            (HUBS.executions, EXECUTOR_GROUP)):
                             max_lag[group] = max(max_lag[group], await lag(peer, bus, hub, group))
 
-            collecting = asyncio.create_task(collect())
+            collecting = asyncio.create_task(reading.run(raw))
             watching = asyncio.create_task(watch_lag())
             await produce()
             injecting = asyncio.create_task(inject())
@@ -196,9 +217,9 @@ async def soak(args: argparse.Namespace) -> int:
                 if not any(end_lag.values()):
                     break
                 await asyncio.sleep(0.5)
-            collecting.cancel()
+            await reading.stop()
+            await collecting
             watching.cancel()
-            await follower.close()
             workers.stop_all()
             await bus.close()
 
