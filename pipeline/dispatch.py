@@ -19,6 +19,7 @@ import structlog
 from pipeline.bus.ports import OutgoingEvent, PartitionContext, Publisher, ReceivedEvent
 from pipeline.errors import EventTooLargeError, PermanentError, TransientError
 from pipeline.handling import Emit, EventContext, Handler, dead_letter
+from pipeline.observability import stages as tracing_hooks
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.retries import RetryPolicy
 from schemas import DecodeError, Event, decode_event, derived_id
@@ -51,14 +52,16 @@ class EventDispatcher:
         with structlog.contextvars.bound_contextvars(
             worker=self.name, hub=self.hub, partition=ctx.partition_id, offset=event.offset,
             sequence_number=event.sequence_number,
-        ):
+        ), tracing_hooks.processing(self.name, self.hub, self.consumer_group, event) as span:
             try:
-                decoded = decode_event(event.body, fallback_request_id=fallback_id)
+                with tracing_hooks.decoding():
+                    decoded = decode_event(event.body, fallback_request_id=fallback_id)
             except DecodeError as exc:
                 return await self._dead_letter(ctx, event, f"malformed event: {exc}",
                                                "DecodeError", 0, None, cause="malformed")
             request_id = decoded.request_id
             attempt = getattr(decoded, "attempt", 1)
+            tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
             with structlog.contextvars.bound_contextvars(request_id=request_id, attempt=attempt):
                 if decoded.kind not in self._accepts:
                     reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
@@ -82,6 +85,7 @@ class EventDispatcher:
 
         def on_retry(tries: int, exc: BaseException) -> None:
             self._m_retries.inc()
+            tracing_hooks.retrying(tries, exc)
             log.warning("handler.retry", tries=tries, error=str(exc))
 
         started = time.monotonic()
@@ -122,18 +126,22 @@ class EventDispatcher:
         for out in outputs:
             by_hub.setdefault(out.hub, []).append(out)
         for hub, emits in by_hub.items():
-            encoded = [e.encode() for e in emits]
+            with tracing_hooks.publishing(hub, emits):  # encoded inside: children of it
+                encoded = [e.encode() for e in emits]
 
-            async def send(_: int, hub: str = hub, encoded: list[OutgoingEvent] = encoded) -> None:
-                await self._publisher.publish(hub, encoded)
+                async def send(_: int, hub: str = hub,
+                               encoded: list[OutgoingEvent] = encoded) -> None:
+                    await self._publisher.publish(hub, encoded)
 
-            await self._retry.call(send)
+                await self._retry.call(send)
             self._metrics.published.labels(self.name, hub).inc(len(encoded))
+            self._metrics.count_outputs(self.name, emits)
 
     async def _dead_letter(self, ctx: PartitionContext, event: ReceivedEvent, reason: str,
                            error_type: str, attempts: int, request_id: str | None,
                            *, cause: str) -> bool:
         log.warning("event.deadletter", reason=reason.splitlines()[0], cause=cause)
+        tracing_hooks.dead_lettered(cause, reason)
         record = dead_letter(event, hub=self.hub, consumer_group=self.consumer_group,
                              reason=reason, error_type=error_type, attempts=attempts,
                              request_id=request_id)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from pipeline.bus.ports import PartitionContext, ReceivedEvent
+from pipeline.observability import stages
 from pipeline.observability.metrics import PartitionMetrics
 from pipeline.settings import ProcessorSettings
 from pipeline.window import CheckpointWindow
@@ -84,7 +85,9 @@ class PartitionRun:
             if target is None or target.sequence_number <= self._window.checkpointed_seq:
                 return
             try:
-                await self._ctx.checkpoint(target)
+                with stages.checkpointing(self._ctx.hub, self._ctx.consumer_group,
+                                          self._ctx.partition_id, target):
+                    await self._ctx.checkpoint(target)
             except Exception as exc:  # the next flush tries again; nothing is lost meanwhile
                 log.warning("checkpoint.failed", error=str(exc))
                 return

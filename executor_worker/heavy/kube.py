@@ -29,6 +29,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
 
+from executor_worker import observe
 from executor_worker.heavy.contract import failed
 from executor_worker.heavy.render import (
     ATTEMPT_LABEL,
@@ -213,6 +214,7 @@ class KubernetesJobRunner:
 
     async def _examine(self, kind: str, job: dict[str, Any]) -> JobCompletion | None:
         name, meta = _name(job), job.get("metadata") or {}
+        observe.HEAVY_JOBS.observe_job(kind, job)  # observability: llmexec_heavy_jobs
         ann = meta.get("annotations") or {}
         if ann.get(REPORTED) == "true" or kind in ("BOOKMARK", "ERROR"):
             return None

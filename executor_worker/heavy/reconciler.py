@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import structlog
 
+from executor_worker import observe
 from executor_worker.heavy.runner import JobCompletion, JobRunner
 from executor_worker.results import emits_for, outcome_result
 from pipeline.bus.ports import OutgoingEvent, Publisher
@@ -37,6 +38,10 @@ class Reconciler:
             await self.report(completion)
 
     async def report(self, completion: JobCompletion) -> None:
+        with observe.reporting(completion):  # observability: the heavy.report span
+            await self._report(completion)
+
+    async def _report(self, completion: JobCompletion) -> None:
         emits = self.emits(completion)
         by_hub: dict[str, list[OutgoingEvent]] = defaultdict(list)
         for emit in emits:

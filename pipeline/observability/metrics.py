@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,28 @@ class PipelineMetrics:
             "llmexec_events_published_total", "Events published, by hub.", ["worker", "hub"],
             registry=r,
         )
+
+        self.results = Counter(
+            "llmexec_results_total",
+            "Results published to the results hub, by status (succeeded, failed, timed_out, "
+            "rejected, ...) and the worker that published them.",
+            ["worker", "status"], registry=r,
+        )
+
+        # Declared here for the dashboard and alerts; the partition run sets it (a partition
+        # with work in flight whose checkpoint has not moved for this long).
+        self.partition_stuck = Gauge(
+            "llmexec_partition_stuck_seconds",
+            "Seconds a partition has had unfinished work without its checkpoint moving.",
+            ["worker", "hub", "partition"], registry=r,
+        )
+
+    def count_outputs(self, worker: str, emits: Sequence[Any]) -> None:
+        """Count the results among published outputs, by status."""
+        for emit in emits:
+            if str(getattr(emit.event, "kind", "")) == "result":
+                status = getattr(emit.event, "status", None)
+                self.results.labels(worker, str(getattr(status, "value", status))).inc()
 
     def for_partition(self, worker: str, hub: str, partition: str) -> PartitionMetrics:
         return PartitionMetrics(
