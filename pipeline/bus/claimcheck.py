@@ -28,7 +28,9 @@ from pipeline.bus.ports import (
     Bus,
     Checkpoint,
     OutgoingEvent,
+    Ownership,
     PartitionContext,
+    PartitionInfo,
     PartitionReceiver,
     Publisher,
     ReceivedEvent,
@@ -158,6 +160,12 @@ class ClaimCheckBus:
 
     async def list_checkpoints(self, hub: str, consumer_group: str) -> list[Checkpoint]:
         return await self.inner.list_checkpoints(hub, consumer_group)
+
+    async def list_ownership(self, hub: str, consumer_group: str) -> list[Ownership]:
+        return await self.inner.list_ownership(hub, consumer_group)
+
+    async def partition_info(self, hub: str, partition_id: str) -> PartitionInfo:
+        return await self.inner.partition_info(hub, partition_id)
 
     def connected(self) -> bool:
         return self.inner.connected()

@@ -26,7 +26,14 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from azure.storage.blob.aio import ContainerClient
 
 from pipeline.bus.eventhubs_subscription import EventHubsSubscription
-from pipeline.bus.ports import MAX_EVENT_BYTES, Checkpoint, OutgoingEvent, StartPosition
+from pipeline.bus.ports import (
+    MAX_EVENT_BYTES,
+    Checkpoint,
+    OutgoingEvent,
+    Ownership,
+    PartitionInfo,
+    StartPosition,
+)
 from pipeline.errors import (
     BusUnavailableError,
     ConfigError,
@@ -193,6 +200,29 @@ class EventHubsBus:
             raise translate(exc, f"reading checkpoints of {hub!r}") from exc
         return [Checkpoint(hub, consumer_group, str(c["partition_id"]), str(c.get("offset")),
                            int(c["sequence_number"])) for c in raw]
+
+    async def list_ownership(self, hub: str, consumer_group: str) -> list[Ownership]:
+        store = await self.checkpoint_store()
+        try:
+            async with store:
+                raw = await store.list_ownership(_namespace(self._conn), hub, consumer_group)
+        except Exception as exc:
+            raise translate(exc, f"reading ownership of {hub!r}") from exc
+        return [Ownership(hub, consumer_group, str(o["partition_id"]), str(o["owner_id"]),
+                          float(o.get("last_modified_time") or 0.0), o.get("etag"))
+                for o in raw]
+
+    async def partition_info(self, hub: str, partition_id: str) -> PartitionInfo:
+        producer = self.make_producer(hub)
+        try:
+            async with producer:
+                props = await producer.get_partition_properties(partition_id)
+        except Exception as exc:
+            raise translate(exc, f"reading partition {partition_id} of {hub!r}") from exc
+        return PartitionInfo(
+            hub, partition_id, int(props["last_enqueued_sequence_number"]),
+            str(props.get("last_enqueued_offset")), props.get("last_enqueued_time_utc"),
+            is_empty=bool(props.get("is_empty")))
 
     def connected(self) -> bool:
         return not self._closed

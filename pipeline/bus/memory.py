@@ -22,6 +22,8 @@ from pipeline.bus.ports import (
     MAX_EVENT_BYTES,
     Checkpoint,
     OutgoingEvent,
+    Ownership,
+    PartitionInfo,
     ReceivedEvent,
     StartPosition,
 )
@@ -130,6 +132,17 @@ class MemoryBus:
 
     async def list_checkpoints(self, hub: str, consumer_group: str) -> list[Checkpoint]:
         return await self.store.list_checkpoints(hub, consumer_group)
+
+    async def list_ownership(self, hub: str, consumer_group: str) -> list[Ownership]:
+        return await self.store.list_ownership(hub, consumer_group)
+
+    async def partition_info(self, hub: str, partition_id: str) -> PartitionInfo:
+        events = self.hub(hub).partitions[int(partition_id)].events
+        last = events[-1] if events else None
+        return PartitionInfo(hub, partition_id,
+                             last.sequence_number if last else -1,
+                             last.offset if last else None,
+                             last.enqueued_time if last else None, is_empty=last is None)
 
     def connected(self) -> bool:
         return not self._closed

@@ -58,6 +58,20 @@ class Ownership:
     etag: str | None = None
 
 
+@dataclass(frozen=True)
+class PartitionInfo:
+    """What the hub says about one partition (Event Hubs' partition properties): the
+    backlog of a consumer group is ``last_enqueued_sequence_number`` minus its checkpoint."""
+
+    hub: str
+    partition_id: str
+    #: -1 when the partition has never held an event.
+    last_enqueued_sequence_number: int
+    last_enqueued_offset: str | None = None
+    last_enqueued_time: datetime | None = None
+    is_empty: bool = False
+
+
 class Publisher(Protocol):
     async def publish(self, hub: str, events: Sequence[OutgoingEvent]) -> None:
         """Publish events; those sharing a partition key land, in order, on one partition.
@@ -139,6 +153,14 @@ class Bus(Protocol):
 
     async def list_checkpoints(self, hub: str, consumer_group: str) -> list[Checkpoint]:
         """The group's checkpoints (what a restarted member resumes from)."""
+        ...
+
+    async def list_ownership(self, hub: str, consumer_group: str) -> list[Ownership]:
+        """Who owns which partition of the group (as the checkpoint store records it)."""
+        ...
+
+    async def partition_info(self, hub: str, partition_id: str) -> PartitionInfo:
+        """The partition's last enqueued event (for backlog: ``llmexec status``)."""
         ...
 
     def connected(self) -> bool: ...
