@@ -5,8 +5,10 @@ alerts), and heavy Jobs by state (pending, running) as this process last saw the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -25,16 +27,27 @@ class HeavyJobStates:
     Job it sees (:meth:`observe_job`); the inline runner counts its jobs as running.
     Thread-safe: the watch runs in a thread of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
+        self._pending_since: dict[str, float] = {}
+        self._clock = clock
 
-    def set(self, name: str, state: str | None) -> None:
+    def set(self, name: str, state: str | None, since: float | None = None) -> None:
         with self._lock:
             if state is None:
                 self._state.pop(name, None)
             else:
                 self._state[name] = state
+            if state == "pending":
+                self._pending_since.setdefault(name, since or self._clock())
+            else:
+                self._pending_since.pop(name, None)
+
+    def oldest_pending_s(self) -> float:
+        with self._lock:
+            oldest = min(self._pending_since.values(), default=None)
+        return 0.0 if oldest is None else max(0.0, self._clock() - oldest)
 
     def observe_job(self, kind: str, job: Mapping[str, Any]) -> None:
         """From a Job object: not started or no ready pod -> pending; a ready pod ->
@@ -50,12 +63,20 @@ class HeavyJobStates:
                                      and "ready" not in status):
             self.set(name, "running")
         else:
-            self.set(name, "pending")
+            self.set(name, "pending", _created(job))
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             states = list(self._state.values())
         return {s: states.count(s) for s in HEAVY_STATES}
+
+
+def _created(job: Mapping[str, Any]) -> float | None:
+    stamp = (job.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 #: One per process, like the Jobs it mirrors (the watch and the handler both report).
@@ -73,6 +94,9 @@ class _HeavyJobsCollector(Collector):
         for state, count in self._states.counts().items():
             family.add_metric([state], count)
         yield family
+        yield GaugeMetricFamily("llmexec_heavy_job_oldest_pending_seconds",
+                                "Age of the oldest heavy Job still pending (0 when none).",
+                                value=self._states.oldest_pending_s())
 
 
 class ExecutorMetrics:
