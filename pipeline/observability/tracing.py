@@ -49,13 +49,13 @@ def configure_tracing(service_name: str, env: Mapping[str, str] | None = None) -
     from opentelemetry.sdk.resources import Resource  # the SDK only when exporting
     from opentelemetry.sdk.trace import TracerProvider
 
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        return False
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
                        env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"))
     if protocol != "http/protobuf":
         raise ConfigError(f"invalid configuration: OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} "
                           "is not supported (use http/protobuf)")
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return False
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
