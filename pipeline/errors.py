@@ -3,9 +3,16 @@
     PipelineError
     ├── PermanentError          retrying cannot help: dead-letter (or fail the request) now
     │   ├── EventTooLargeError  an event over the hub's size limit
+<<<<<<< HEAD
     │   └── ConfigError         bad configuration; start-up stops with one line naming it
     └── TransientError(delay)   may succeed later: retry in-process (pipeline.retries), bounded
                                 by TRANSIENT_RETRIES, waiting at least ``delay`` seconds
+=======
+    │   ├── ConfigError         bad configuration; start-up stops with one line naming it
+    │   └── PayloadMissingError a claim-check payload is not in its store (deleted, expired)
+    └── TransientError(delay)   may succeed later: retry in-process (tenacity), bounded by
+                                MAX_RETRIES, waiting at least ``delay`` seconds when given
+>>>>>>> bus
         └── BusUnavailableError the bus or checkpoint store cannot be reached right now
 
 Anything else a handler raises is a bug in our code; the processor treats it as permanent
@@ -45,3 +52,7 @@ class TransientError(PipelineError):
 
 class BusUnavailableError(TransientError):
     """The message bus or checkpoint store is unreachable."""
+
+
+class PayloadMissingError(PermanentError):
+    """A claim-check payload store has nothing under the reference (retrying cannot help)."""

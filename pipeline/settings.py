@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
-from schemas import HubNames
 
 #: The model config every settings group of the platform uses.
 BASE_CONFIG = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
@@ -27,37 +26,6 @@ class LogSettings(BaseSettings):
     model_config = BASE_CONFIG
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
-
-
-class BusSettings(BaseSettings):
-    """Which bus, and the hubs on it. No Event Hub connection string: the memory bus."""
-
-    model_config = BASE_CONFIG
-    event_hub_connection_string: SecretStr | None = None
-    event_hub_namespace: str | None = Field(
-        default=None, description="Fully qualified namespace for credential (AAD) auth."
-    )
-    storage_connection_string: SecretStr | None = None
-    checkpoint_container: str = "checkpoints"
-    hub_requests: str = "requests"
-    hub_executions: str = "executions"
-    hub_results: str = "results"
-    hub_deadletter: str = "deadletter"
-    claim_check_container: str = "claim-checks"
-    memory_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
-    eventhub_load_balancing_interval_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-    eventhub_ownership_expiry_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-
-    @property
-    def hubs(self) -> HubNames:
-        return HubNames(self.hub_requests, self.hub_executions, self.hub_results,
-                        self.hub_deadletter)
-
-    @property
-    def backend(self) -> Literal["memory", "eventhubs"]:
-        if self.event_hub_connection_string or self.event_hub_namespace:
-            return "eventhubs"
-        return "memory"
 
 
 class ProcessorSettings(BaseSettings):

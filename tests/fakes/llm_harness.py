@@ -14,8 +14,9 @@ from llm_worker.handler import LlmWorker
 from llm_worker.metrics import LlmMetrics
 from llm_worker.settings import LlmSettings
 from llmexec.config import AppConfig
+from pipeline.bus.settings import BusSettings
 from pipeline.handling import Emit, EventContext
-from pipeline.settings import BusSettings, ExecutionSettings, ProcessorSettings
+from pipeline.settings import ExecutionSettings, ProcessorSettings
 from schemas import Event
 
 

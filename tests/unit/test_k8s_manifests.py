@@ -10,8 +10,8 @@ import yaml
 
 from executor_worker.sandbox import SandboxSettings
 from llm_worker.settings import LlmSettings
+from pipeline.bus.settings import BusSettings
 from pipeline.settings import (
-    BusSettings,
     ExecutionSettings,
     LogSettings,
     ProcessorSettings,
