@@ -172,6 +172,9 @@ class KubernetesJobRunner:
             await asyncio.to_thread(self._create, self._core.create_namespaced_config_map, cm)
         except ApiException as exc:
             raise _translate(exc, f"submitting heavy Job {name}") from exc
+        except ValueError as exc:  # a client that checks bodies itself (pydantic, >= 35)
+            raise PermanentError(f"submitting heavy Job {name}: refused by the Kubernetes "
+                                 f"client: {str(exc)[:300]}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise TransientError(f"Kubernetes API unreachable: {exc}") from exc
         log.info("heavy.job_submitted", job=name, namespace=self._ns)

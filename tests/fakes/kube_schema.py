@@ -113,8 +113,8 @@ def _causes(error: jsonschema.ValidationError) -> list[Cause]:
         return [Cause("FieldValueInvalid", _join(at, name), f'unknown field "{_join(at, name)}"',
                       decoding=True) for name in instance if name not in known]
     if error.validator == "type":
-        return [Cause("FieldValueTypeInvalid", at, f"cannot unmarshal {type(instance).__name__} "
-                      f"into {value}: {error.message}", decoding=True)]
+        return [Cause("FieldValueTypeInvalid", at, f'cannot unmarshal {type(instance).__name__} '
+                      f'into field "{at}" of type {value}', decoding=True)]
     if error.validator == "enum":
         allowed = ", ".join(f'"{v}"' for v in value)
         return [Cause("FieldValueNotSupported", at,
