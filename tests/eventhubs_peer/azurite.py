@@ -65,22 +65,20 @@ def _listening(host: str, port: int) -> bool:
     return False
 
 
+def azurite_command(binary: str, host: str, port: int) -> list[str]:
+    """In memory, on ``host`` only, and without telemetry: by default Azurite (3.33+) sends
+    usage data to Application Insights, which a test run must never do."""
+    return [binary, "--blobHost", host, "--blobPort", str(port), "--inMemoryPersistence",
+            "--skipApiVersionCheck", "--disableTelemetry", "--silent"]
+
+
 @contextlib.contextmanager
 def azurite_blob(host: str = "127.0.0.1", timeout: float = 20.0) -> Iterator[str]:
     """Start an in-memory Azurite blob service on a free port; yield its connection string."""
     binary = find_binary()
     port = _free_port(host)
     workdir = tempfile.mkdtemp(prefix="azurite-")  # cwd, so stray files never land in the repo
-    cmd = [
-        binary,
-        "--blobHost",
-        host,
-        "--blobPort",
-        str(port),
-        "--inMemoryPersistence",
-        "--skipApiVersionCheck",
-        "--silent",
-    ]
+    cmd = azurite_command(binary, host, port)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.DEVNULL,
