@@ -38,7 +38,7 @@ def kustomize_binary() -> list[str] | None:
 
 
 def test_supported_minors_start_at_125_and_are_all_shipped() -> None:
-    assert MINORS[0] == 25 and MINORS == list(range(25, MINORS[-1] + 1))
+    assert MINORS[0] == 25 and list(range(25, MINORS[-1] + 1)) == MINORS
     assert MINORS[-1] >= 37  # kubernetes-validate 1.37 ships up to 1.37
 
 
