@@ -81,6 +81,13 @@ def _listening(host: str, port: int) -> bool:
     return False
 
 
+def azurite_command(binary: str, host: str, port: int) -> list[str]:
+    """In memory, on ``host`` only, and without telemetry: by default Azurite (3.33+) sends
+    usage data to Application Insights, which a test run must never do."""
+    return [binary, "--blobHost", host, "--blobPort", str(port), "--inMemoryPersistence",
+            "--skipApiVersionCheck", "--disableTelemetry", "--silent"]
+
+
 @contextlib.contextmanager
 def azurite_blob(
     host: str = "127.0.0.1", timeout: float = 20.0, *, tls: TlsFiles | None = None
@@ -90,17 +97,7 @@ def azurite_blob(
     binary = find_binary()
     port = _free_port(host)
     workdir = tempfile.mkdtemp(prefix="azurite-")  # cwd, so stray files never land in the repo
-    cmd = [
-        binary,
-        "--blobHost",
-        host,
-        "--blobPort",
-        str(port),
-        "--inMemoryPersistence",
-        "--skipApiVersionCheck",
-        "--disableTelemetry",
-        "--silent",
-    ]
+    cmd = azurite_command(binary, host, port)
     if tls is not None:
         cmd += ["--cert", str(tls.cert), "--key", str(tls.key), "--oauth", "basic"]
     proc = subprocess.Popen(
