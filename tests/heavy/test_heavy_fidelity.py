@@ -16,10 +16,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from executor_worker.handler import sandbox_job
 from executor_worker.heavy.contract import encode_record
 from executor_worker.heavy.kube import REPORTED, KubernetesJobRunner, server_minor
 from executor_worker.heavy.render import FINALIZER, load_template
+from executor_worker.results import sandbox_job
 from pipeline.errors import ConfigError, PermanentError
 from schemas import ResultStatus
 from tests.fakes import kube_schema

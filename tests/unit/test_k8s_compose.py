@@ -20,10 +20,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from executor_worker.service import CONSUMER_GROUP as EXECUTOR_GROUP
-from llm_worker.service import CONSUMER_GROUP as LLM_GROUP
 
-from pipeline.settings import BusSettings
+from llmexec.assembly import EXECUTOR_GROUP, LLM_GROUP
+from pipeline.bus.settings import BusSettings
 from tests.eventhubs_peer.azurite import AzuriteUnavailable, azurite_command, find_binary
 from tests.unit.test_k8s_manifests import env_names
 

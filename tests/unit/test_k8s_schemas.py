@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
-from executor_worker.handler import sandbox_job
 from executor_worker.heavy.render import DEFAULT_TEMPLATE, render_configmap, render_job
+from executor_worker.results import sandbox_job
 from tests.fakes import kube_schema
 from tests.heavy.conftest import command, heavy_settings
 from tests.unit.kustomize import build
