@@ -19,9 +19,9 @@ import structlog
 from executor_worker.heavy.runner import JobRunner
 from executor_worker.results import emits_for, failure_result, outcome_result, sandbox_job
 from executor_worker.sandbox import Sandbox, SandboxOutcome, SandboxUnavailable
+from executor_worker.settings import ExecutorSettings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.handling import Emit, EventContext
-from pipeline.settings import ExecutionSettings
 from schemas import Event, ExecRoute, ExecutionCommand, HubNames
 
 log = structlog.get_logger(__name__)
@@ -36,7 +36,7 @@ class ExecutorWorker:
         hubs: HubNames,
         light: Sandbox,
         heavy: JobRunner | None,
-        settings: ExecutionSettings,
+        settings: ExecutorSettings,
     ) -> None:
         self._hubs = hubs
         self._light = light

@@ -56,8 +56,8 @@ from executor_worker.heavy.render import (
 from executor_worker.heavy.runner import JobCompletion
 from executor_worker.heavy.verdict import CONTAINER, finished, job_outcome, stuck_reason
 from executor_worker.sandbox.api import SandboxJob, SandboxOutcome
+from executor_worker.settings import ExecutorSettings
 from pipeline.errors import ConfigError, PermanentError, TransientError
-from pipeline.settings import ExecutionSettings
 from schemas import ExecutionCommand
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ _END = object()
 
 
 class KubernetesJobRunner:
-    def __init__(self, settings: ExecutionSettings, api: client.ApiClient, *,
+    def __init__(self, settings: ExecutorSettings, api: client.ApiClient, *,
                  owner_id: str | None = None, claim_ttl_s: float = 120.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._s = settings
@@ -90,7 +90,7 @@ class KubernetesJobRunner:
         self._minor: int | None = None  # the API server's 1.x, read on first use
 
     @classmethod
-    def from_settings(cls, settings: ExecutionSettings) -> KubernetesJobRunner:
+    def from_settings(cls, settings: ExecutorSettings) -> KubernetesJobRunner:
         """In-cluster credentials in a pod, else the kubeconfig (a developer's cluster)."""
         cfg = client.Configuration()
         namespace = settings.heavy_job_namespace

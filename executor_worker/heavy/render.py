@@ -1,6 +1,6 @@
 """Render the heavy Job and its ConfigMap from job_templates/heavy-job.yaml.
 
-Everything variable comes from the command and ExecutionSettings; the template holds the
+Everything variable comes from the command and ExecutorSettings; the template holds the
 fixed policy. Names and labels are deterministic in ``(request_id, attempt)``, so a
 re-submit hits 409 Conflict instead of running the code twice.
 
@@ -24,7 +24,7 @@ import yaml
 
 from executor_worker.heavy.contract import job_files
 from executor_worker.sandbox.api import SandboxJob
-from pipeline.settings import ExecutionSettings
+from executor_worker.settings import ExecutorSettings
 from schemas import ExecutionCommand, derived_id
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "job_templates" / "heavy-job.yaml"
@@ -68,7 +68,7 @@ def load_template(path: Path = DEFAULT_TEMPLATE) -> dict[str, Any]:
     return doc
 
 
-def render_job(cmd: ExecutionCommand, job: SandboxJob, s: ExecutionSettings,
+def render_job(cmd: ExecutionCommand, job: SandboxJob, s: ExecutorSettings,
                template: dict[str, Any] | None = None, *,
                minor: int | None = None) -> dict[str, Any]:
     """The Job for an API server of version 1.``minor`` (None: the newest)."""
@@ -112,7 +112,7 @@ def render_job(cmd: ExecutionCommand, job: SandboxJob, s: ExecutionSettings,
     return doc
 
 
-def render_configmap(cmd: ExecutionCommand, job: SandboxJob, s: ExecutionSettings,
+def render_configmap(cmd: ExecutionCommand, job: SandboxJob, s: ExecutorSettings,
                      owner_uid: str | None) -> dict[str, Any]:
     """The job's files, plus the whole command for the reconciler. Owned by the Job, so the
     garbage collector deletes it with the Job (TTL or otherwise)."""
