@@ -2,8 +2,9 @@
 
 Before a job exists the child does the job-independent, slow part (own session; its own
 PID, mount, IPC and UTS namespaces, see namespaces.py: then the forked process is the
-namespace's init and the job runs in its only child). When the ``run`` message arrives it chdirs into the job directory, builds the
-Landlock ruleset while it can still open paths, takes the job's stdout/stderr, closes every
+namespace's init and the job runs in its only child; the Landlock ruleset is built there
+too, while paths can still be opened). When the ``run`` message arrives it chdirs into the
+job directory, adds it to the ruleset, takes the job's stdout/stderr, closes every
 other descriptor (the zygote's and the supervisor's channels included), sets rlimits, drops
 to the slot's uid (or drops capabilities), sets no-new-privs, enforces Landlock and seccomp,
 tells the zygote over its channel that it is confined, closes that channel, and only then
