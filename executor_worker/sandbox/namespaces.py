@@ -8,9 +8,12 @@ the view the job will have:
 - mount propagation from the host is one-way (``MS_SLAVE``): nothing mounted here leaks out;
 - ``/proc`` is a new procfs of the job's PID namespace (read-only, nosuid, nodev, noexec): it
   lists the job's processes and nothing of the host's;
-- ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run/lock`` (the host's world-writable
-  directories) are small private tmpfs mounts: nothing a job writes there reaches the host or
-  another job, and it goes away with the job;
+- ``/tmp`` is the job's own directory (bound over it when the job starts): a job writing to
+  /tmp writes to its own directory, and the host's /tmp, other jobs' directories included, is
+  out of sight; ``/var/tmp``, ``/dev/shm`` and ``/run/lock`` (the host's other
+  world-writable directories) are small private tmpfs mounts. Nothing reaches the host or
+  another job, and it all goes away with the job. (Where the interpreter or a read path
+  lives under one of them, that one stays the host's, denied by Landlock, and said so.)
 - with per-slot uids, directories the job must read but which sit under a private home
   (``/root/.pyenv``: ``/root`` is 0700) are *revealed*: a tmpfs veils the private ancestor
   and the needed paths are bind-mounted back at their own names. Host permissions are never
@@ -26,7 +29,8 @@ from dataclasses import dataclass, field
 from executor_worker.sandbox import linux
 
 #: The host's world-writable directories: each gets a private tmpfs.
-PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+PRIVATE_TMP = ("/var/tmp", "/dev/shm", "/run/lock")
+JOB_TMP = "/tmp"
 #: Linux refuses a per-namespace pid_max below this (RESERVED_PIDS + 1).
 PID_MAX_FLOOR = 301
 
@@ -63,8 +67,21 @@ class NamespacePlan:
                  ("utsns", self.uts))
         return tuple(name for name, on in named if on)
 
+    #: The work root: revealed where needed, but never a reason to keep a host /tmp.
+    work_root: str = ""
+
     def private_dirs(self) -> tuple[str, ...]:
-        return tuple(d for d in PRIVATE_TMP if os.path.isdir(d)) if self.mount else ()
+        if not self.mount:
+            return ()
+        return tuple(d for d in PRIVATE_TMP if os.path.isdir(d) and not self._holds_kept(d))
+
+    def job_tmp(self) -> bool:
+        """Whether /tmp becomes the job's own directory."""
+        return self.mount and not self._holds_kept(JOB_TMP, except_work_root=True)
+
+    def _holds_kept(self, directory: str, except_work_root: bool = False) -> bool:
+        return any(beneath(p, directory) for p in self.keep
+                   if not (except_work_root and p == self.work_root))
 
 
 def enter(plan: NamespacePlan) -> None:
@@ -85,8 +102,16 @@ def enter(plan: NamespacePlan) -> None:
         linux.mount("proc", "/proc", "proc", nodev | linux.MS_NOEXEC | linux.MS_RDONLY)
         _set_pid_max(plan.pid_max)
     for directory in plan.private_dirs():
-        _veil(directory, tuple(p for p in plan.keep if beneath(p, directory)),
-              nodev | linux.MS_NOEXEC, f"size={plan.tmp_bytes},nr_inodes=4096,mode=1777")
+        linux.mount("tmpfs", directory, "tmpfs", nodev | linux.MS_NOEXEC,
+                    f"size={plan.tmp_bytes},nr_inodes=4096,mode=1777")
+
+
+def bind_job_tmp(plan: NamespacePlan) -> bool:
+    """At dispatch, in the job's cwd (its directory): bind it over /tmp."""
+    if not plan.job_tmp():
+        return False
+    linux.mount(".", JOB_TMP, None, linux.MS_BIND)
+    return True
 
 
 def beneath(path: str, ancestor: str) -> bool:

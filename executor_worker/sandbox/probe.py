@@ -109,6 +109,7 @@ def _plan_namespaces(config: ProbeConfig, notes: dict[str, str]) -> namespaces.N
         pid_max=config.nproc + 2,
         keep=tuple(dict.fromkeys(os.path.realpath(p) for p in (
             *read_only_paths(config), config.work_root))),
+        work_root=os.path.realpath(config.work_root),
     )
     if not plan.layers():
         return plan

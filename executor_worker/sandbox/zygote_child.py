@@ -95,10 +95,8 @@ def _init(chan: socket.socket, job: int) -> int:
 
 def prepare(plan: Plan) -> Prepared:
     """Job-independent setup, done right after the fork so a job does not wait for it."""
-    if plan.userns:
-        # No id maps: writing them costs ~0.45 ms, and an unmapped job (it sees uid 65534)
-        # still creates files as its real uid and can create no namespace of its own.
-        linux.unshare(linux.CLONE_NEWUSER)
+    if plan.userns and not plan.ns.job_tmp():
+        _enter_userns()
     ready = Prepared(zygote_pid=os.getppid())
     if plan.landlock_abi and plan.landlock_policy is not None:
         ready.ruleset = landlock.build_ruleset(plan.landlock_abi, plan.landlock_policy)
@@ -113,6 +111,12 @@ def prepare(plan: Plan) -> Prepared:
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
                       closefd=False, buffering=1)
     return ready
+
+
+def _enter_userns() -> None:
+    # No id maps: writing them costs ~0.45 ms, and an unmapped job (it sees uid 65534)
+    # still creates files as its real uid and can create no namespace of its own.
+    linux.unshare(linux.CLONE_NEWUSER)
 
 
 def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
@@ -149,6 +153,12 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
         assert plan.landlock_policy is not None
         landlock.allow_read_write(ruleset, plan.landlock_abi, (job_dir,),
                                   plan.landlock_policy.allow_exec)
+    if namespaces.bind_job_tmp(plan.ns):
+        home = namespaces.JOB_TMP  # the job's directory, under the one name it can reach
+        if plan.userns:
+            _enter_userns()  # after the bind: the job's user namespace owns no mounts
+    else:
+        home = job_dir
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
@@ -183,7 +193,7 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
     # Nothing inherited but the zygote's thread-pool knobs (constants, never secrets).
     knobs = {name: value for name, value in os.environ.items() if name.endswith("_NUM_THREADS")}
     os.environ.clear()
-    os.environ.update(knobs, HOME=job_dir, TMPDIR=job_dir, LC_CTYPE="C.UTF-8")
+    os.environ.update(knobs, HOME=home, TMPDIR=home, LC_CTYPE="C.UTF-8")
 
 
 def _set_rlimits(limits: dict[str, int], plan: Plan, baseline: int) -> None:

@@ -41,9 +41,11 @@ class Zygote:
         self._jobs: dict[int, tuple[str, int, socket.socket]] = {}
         # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
         # then back to ours (setns) so the next unshare may create another.
-        self._own_pidns = (os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-                           if plan.ns.pid else -1)
+        self._own_pidns = _own_pidns_if_reenterable() if plan.ns.pid else -1
         self._pids: dict[str, int] = {}  # job id -> pid
+        #: child pid -> the process group to kill for it, where they differ (an anchor
+        #: process that stays our child while the job's init lives in a new PID namespace)
+        self._groups: dict[int, int] = {}
         self._sweep_uids: dict[int, int] = {}  # sweeper pid -> slot uid
         self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -74,7 +76,7 @@ class Zygote:
             elif message["op"] == "kill":
                 pid = self._pids.get(message["id"])
                 if pid is not None:
-                    _killpg(pid)
+                    _killpg(self._groups.get(pid, pid))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -101,16 +103,7 @@ class Zygote:
 
     def _fork_child(self) -> tuple[int, socket.socket]:
         mine, theirs = protocol.socketpair()
-        if self._own_pidns >= 0:
-            linux.unshare(linux.CLONE_NEWPID)
-            pid = -1
-            try:
-                pid = os.fork()
-            finally:
-                if pid != 0:
-                    linux.setns(self._own_pidns, linux.CLONE_NEWPID)
-        else:
-            pid = os.fork()
+        pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
         if pid == 0:
             status = zygote_child.SETUP_FAILED_EXIT
             try:
@@ -124,6 +117,7 @@ class Zygote:
                 self._idle.clear()
                 self._jobs.clear()
                 self._pids.clear()
+                self._groups.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
                 status = zygote_child.child_main(theirs, self._plan)
@@ -131,6 +125,53 @@ class Zygote:
                 os._exit(status)
         theirs.close()
         return pid, mine
+
+    def _fork_in_own_pidns(self, mine: socket.socket) -> int:
+        """fork() into a new PID namespace: 0 in the child (its PID 1), its pid here."""
+        if self._own_pidns >= 0:
+            # Root (or a user namespace owning our PID namespace): unshare, fork, and setns
+            # back so that the next unshare may create another namespace.
+            linux.unshare(linux.CLONE_NEWPID)
+            pid = -1
+            try:
+                pid = os.fork()
+            finally:
+                if pid != 0:
+                    linux.setns(self._own_pidns, linux.CLONE_NEWPID)
+            return pid
+        # Unprivileged: our PID namespace is the host's, so setns back is refused. An anchor
+        # child unshares and forks the job's init; it stays our child (it dies with us, the
+        # init dies with it: parent-death signals), waits for the init and mirrors its end.
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        anchor = os.fork()
+        if anchor == 0:
+            os.close(read_end)
+            init = -1
+            try:
+                linux.set_parent_death_signal(signal.SIGKILL)
+                linux.unshare(linux.CLONE_NEWPID)
+                init = os.fork()
+                if init == 0:
+                    os.close(write_end)
+                    return 0
+                os.write(write_end, str(init).encode())
+                os.close(write_end)
+                _, status = os.waitpid(init, 0)
+                if os.WIFSIGNALED(status):
+                    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+                    os.kill(os.getpid(), os.WTERMSIG(status))
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            finally:
+                if init != 0:
+                    os._exit(1)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as fh:
+            data = fh.read()
+        if not data:
+            mine.close()
+            raise RuntimeError("could not fork into a new PID namespace")
+        self._groups[anchor] = int(data)
+        return anchor
 
     def _reap(self) -> None:
         while True:
@@ -145,14 +186,16 @@ class Zygote:
             if job is not None:
                 # The leader is still an unreaped zombie, so its pid (the group id) cannot
                 # be reused yet: whatever it left running in its group dies now.
-                _killpg(pid)
+                _killpg(self._groups.get(pid, pid))
             _, status = os.waitpid(pid, 0)
             if job is None:
                 self._idle = collections.deque(c for c in self._idle if c[0] != pid)
+                self._groups.pop(pid, None)
                 self._sweep_uids.pop(pid, None)
                 continue
             job_id, slot, chan = job
             self._pids.pop(job_id, None)
+            self._groups.pop(pid, None)
             if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
                 self._sweep(self._plan.uid_base + slot)
             status, setup_error = _job_report(chan, status)
@@ -170,6 +213,24 @@ class Zygote:
             finally:
                 os._exit(0)
         self._sweep_uids[pid] = uid
+
+
+def _own_pidns_if_reenterable() -> int:
+    """A descriptor of our PID namespace if we may setns() back into it, else -1."""
+    fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            linux.unshare(linux.CLONE_NEWPID)
+            linux.setns(fd, linux.CLONE_NEWPID)
+        except OSError:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status == 0:
+        return fd
+    os.close(fd)
+    return -1
 
 
 def _job_report(chan: socket.socket, status: int) -> tuple[int, str | None]:
