@@ -128,7 +128,11 @@ def _clear_entry(top: int, name: bytes, counter: int) -> None:
     sub = os.open(name, _DIR_FLAGS, dir_fd=top)
     try:
         for inner in _names(sub):
-            if stat.S_ISDIR(os.stat(inner, dir_fd=sub, follow_symlinks=False).st_mode):
+            inner_st = os.stat(inner, dir_fd=sub, follow_symlinks=False)
+            if stat.S_ISDIR(inner_st.st_mode):
+                # Moving a directory rewrites its "..": it must be writable (as non-root).
+                if stat.S_IMODE(inner_st.st_mode) & 0o700 != 0o700:
+                    os.chmod(inner, 0o700, dir_fd=sub)
                 os.rename(inner, f".rm-{counter}-{uuid.uuid4().hex}", src_dir_fd=sub,
                           dst_dir_fd=top)
             else:

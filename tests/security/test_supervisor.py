@@ -139,4 +139,5 @@ async def test_the_worker_starts_on_a_poisoned_work_dir(work_dir: Path) -> None:
         finally:
             await sandbox.close()
         assert not dead.exists(), f"start {attempt}: the dead instance was left in place"
+        assert not (jobs / ".quarantine").exists(), "removable, yet quarantined"
     assert _exists("/etc/passwd")  # nothing followed a link out
