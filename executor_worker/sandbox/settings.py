@@ -50,6 +50,8 @@ class SandboxSettings(BaseSettings):
     #: Per-job process budget (RLIMIT_NPROC, counted per job where the host allows).
     nproc: Annotated[int, Field(ge=1, le=4096)] = 64
     nofile: Annotated[int, Field(ge=16, le=65536)] = 64
+    #: Size of each private tmpfs (/tmp, /var/tmp, /dev/shm) a job gets in its mount namespace.
+    tmp_mb: Annotated[int, Field(ge=1, le=4096)] = 64
     #: A job printing more than this many times its output cap is killed (output_limit).
     output_kill_factor: Annotated[int, Field(ge=1, le=1024)] = 64
     #: Seconds to wait for the zygote's hello (probing, pre-imports) at start.

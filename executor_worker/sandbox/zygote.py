@@ -37,7 +37,6 @@ from executor_worker.sandbox.pipes import PipeReader
 from executor_worker.sandbox.python_binary import real_python
 from executor_worker.sandbox.settings import SandboxSettings
 from executor_worker.sandbox.verdict import Verdict, classify
-from executor_worker.sandbox.zygote_child import SETUP_FAILED_EXIT, SETUP_FAILED_MARKER
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +70,8 @@ class ZygoteSandbox:
         self._uid_base: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._ctrl: socket.socket | None = None
-        self._waiting: dict[str, asyncio.Future[int]] = {}
+        #: job key -> (wait status, setup error): the error comes only from the zygote.
+        self._waiting: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
         self._free_slots: list[int] = list(range(settings.concurrency))
         self._slot_sem = asyncio.Semaphore(settings.concurrency)
         self._start_lock = asyncio.Lock()
@@ -162,6 +162,7 @@ class ZygoteSandbox:
             "disabled": sorted(s.disabled_layers), "allow_exec": s.allow_exec,
             "uid_base": s.uid_base, "work_root": str(self._root),
             "extra_read_paths": list(s.extra_read_paths), "nproc": s.nproc,
+            "tmp_bytes": s.tmp_mb * 1024 * 1024,
             "supervisor_pid": os.getpid(),
         }
         try:
@@ -218,7 +219,9 @@ class ZygoteSandbox:
             if message.get("op") == "exited":
                 fut = self._waiting.get(message["id"])
                 if fut is not None and not fut.done():
-                    fut.set_result(int(message["status"]))
+                    error = message.get("setup_error")
+                    fut.set_result((int(message["status"]),
+                                    None if error is None else str(error)))
 
     def _zygote_lost(self, why: str) -> None:
         """Forget a dead zygote; the next run() starts a new one."""
@@ -297,7 +300,7 @@ class ZygoteSandbox:
         (out_r, out_w), (err_r, err_w) = os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
         readers += [PipeReader(loop, out_r, out, check_flood),
                     PipeReader(loop, err_r, err, check_flood)]
-        fut: asyncio.Future[int] = loop.create_future()
+        fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
         self._waiting[key] = fut
         limits = {
             "memory": job.memory_mb * 1024 * 1024,
@@ -327,7 +330,7 @@ class ZygoteSandbox:
 
         timers.append(loop.call_later(job.timeout_s, on_timeout))
         try:
-            status = await fut
+            status, setup_error = await fut
         finally:
             for timer in timers:
                 timer.cancel()
@@ -337,10 +340,12 @@ class ZygoteSandbox:
         if pending:
             # The process group is dead: EOF follows unless something escaped it.
             await asyncio.wait(pending, timeout=_DRAIN_GRACE_S)
+        if setup_error is not None:
+            # Reported by the zygote from the child's channel, which the child closes before
+            # the job's code runs: nothing the job prints or exits with can get here.
+            raise SandboxUnavailable(f"sandbox setup failed: {setup_error}")
         returncode = os.waitstatus_to_exitcode(status)
         stderr = err.text()
-        if returncode == SETUP_FAILED_EXIT and stderr.startswith(SETUP_FAILED_MARKER):
-            raise SandboxUnavailable(stderr.strip())
         verdict = classify(returncode, timed_out, stderr, job)
         if flooded and not timed_out:
             verdict = Verdict("failed", None, verdict.signal, "output_limit",

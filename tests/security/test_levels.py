@@ -100,11 +100,15 @@ async def test_strict_level_names_what_this_host_lacks(work_dir: Path) -> None:
 def test_level_requirements() -> None:
     full = ["process", "session", "rlimits", "empty-env", "timeout", "output-cap", "zygote",
             "netns", "uid", "landlock-fs", "landlock-net", "landlock-scope", "seccomp",
-            "no-new-privs"]
+            "no-new-privs", "pidns", "ipcns", "mountns", "utsns", "cgroup"]
     assert missing("strict", full) == []
     unprivileged = [layer for layer in full if layer != "uid"]
-    assert missing("standard", unprivileged) == []
-    assert missing("strict", unprivileged) == ["uid"]
+    # Sharing the worker's uid needs the seccomp metadata rules to meet standard.
+    assert missing("standard", unprivileged) == ["uid or seccomp-metadata"]
+    assert missing("standard", [*unprivileged, "seccomp-metadata"]) == []
+    assert missing("strict", [*unprivileged, "seccomp-metadata"]) == ["uid"]
+    v1_host = [layer for layer in full if layer != "cgroup"]
+    assert missing("strict", v1_host) == ["cgroup"]
     no_landlock = [layer for layer in full if not layer.startswith("landlock")]
     assert missing("standard", no_landlock) == []  # the uid stands in for Landlock
     bare = ["process", "rlimits", "empty-env", "timeout"]
