@@ -18,9 +18,9 @@ import structlog
 
 from executor_worker.heavy.runner import JobRunner
 from executor_worker.results import emits_for, failure_result, outcome_result, sandbox_job
-from executor_worker.sandbox import Sandbox, SandboxOutcome, SandboxUnavailable
+from executor_worker.sandbox import Sandbox, SandboxOutcome
 from executor_worker.settings import ExecutorSettings
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import PermanentError
 from pipeline.handling import Emit, EventContext
 from schemas import Event, ExecRoute, ExecutionCommand, HubNames
 
@@ -50,14 +50,12 @@ class ExecutorWorker:
             return emits_for(self._hubs, event, failure_result(
                 event, "route_unavailable", "heavy execution is not available on this executor"))
         job = sandbox_job(event, self._settings)
-        try:
-            if event.route is ExecRoute.LIGHT:
-                outcome: SandboxOutcome | None = await self._light.run(job)
-            else:
-                assert self._heavy is not None
-                outcome = await self._heavy.submit(event, job)
-        except SandboxUnavailable as exc:
-            raise TransientError(f"sandbox unavailable: {exc}") from exc
+        # SandboxUnavailable (a lost zygote) is a TransientError: the processor retries.
+        if event.route is ExecRoute.LIGHT:
+            outcome: SandboxOutcome | None = await self._light.run(job)
+        else:
+            assert self._heavy is not None
+            outcome = await self._heavy.submit(event, job)
         if outcome is None:
             # A detached runner took it; its reconciler publishes the result when it ends.
             log.info("heavy.submitted", job_id=job.job_id)

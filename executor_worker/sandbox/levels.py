@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from executor_worker.sandbox.api import SandboxUnavailable
+from executor_worker.sandbox.api import SandboxRefused
 
 KNOWN_LAYERS = frozenset({
     "process", "session", "rlimits", "empty-env", "timeout", "output-cap", "zygote",
@@ -62,7 +62,7 @@ def missing(level: str, layers: Iterable[str]) -> list[str]:
 
 def check(level: str, layers: Iterable[str], allow_degraded: bool,
           notes: Mapping[str, str]) -> list[str]:
-    """Raise SandboxUnavailable unless the layers meet ``level``.
+    """Raise SandboxRefused unless the layers meet ``level``.
 
     The minimum (separate process, rlimits, empty environment, timeout) is never waived;
     anything above it may be, but only with ``allow_degraded``. Returns the gaps accepted.
@@ -70,13 +70,13 @@ def check(level: str, layers: Iterable[str], allow_degraded: bool,
     layers = tuple(layers)
     floor = missing("minimal", layers)
     if floor:
-        raise SandboxUnavailable(
+        raise SandboxRefused(
             "sandbox cannot provide even the minimum isolation; missing: "
             + _explain(floor, notes)
         )
     gaps = missing(level, layers)
     if gaps and not allow_degraded:
-        raise SandboxUnavailable(
+        raise SandboxRefused(
             f"SANDBOX_LEVEL={level} needs layers this host cannot provide: "
             + _explain(gaps, notes)
             + ". Set SANDBOX_ALLOW_DEGRADED=true to run with the weaker sandbox "

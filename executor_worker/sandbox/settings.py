@@ -1,7 +1,7 @@
 """Sandbox configuration (``SANDBOX_*``), read once in main and passed to the factory.
 
 ``SANDBOX_LEVEL`` names what the host must provide; a host that falls short stops the
-worker at start with SandboxUnavailable naming the missing layer, unless the operator
+worker at start with SandboxRefused naming the missing layer, unless the operator
 explicitly accepts less with ``SANDBOX_ALLOW_DEGRADED=true``. Lists are comma-separated.
 """
 

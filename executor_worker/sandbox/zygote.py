@@ -24,7 +24,12 @@ from pathlib import Path
 import structlog
 
 from executor_worker.sandbox import levels, protocol
-from executor_worker.sandbox.api import SandboxJob, SandboxOutcome, SandboxUnavailable
+from executor_worker.sandbox.api import (
+    SandboxJob,
+    SandboxOutcome,
+    SandboxRefused,
+    SandboxUnavailable,
+)
 from executor_worker.sandbox.jobdir import (
     instance_dir_name,
     make_job_dir,
@@ -90,7 +95,7 @@ class ZygoteSandbox:
             try:
                 gaps = levels.check(self._settings.level, layers,
                                     self._settings.allow_degraded, self._notes)
-            except SandboxUnavailable:
+            except SandboxRefused:
                 await self.close()
                 raise
             self._layers = layers
@@ -140,7 +145,7 @@ class ZygoteSandbox:
             # In a shared /tmp someone else could have created it first, or planted a
             # symlink to a directory we would then chmod and fill.
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-                raise SandboxUnavailable(
+                raise SandboxRefused(
                     f"SANDBOX_WORK_DIR {self._work_dir} is not a directory (symlinks refused) "
                     f"owned by uid {os.geteuid()}"
                 )
@@ -152,7 +157,7 @@ class ZygoteSandbox:
             self._root.mkdir(exist_ok=True)
             os.chmod(self._root, 0o711 if os.geteuid() == 0 else 0o700)
         except OSError as exc:
-            raise SandboxUnavailable(f"cannot prepare SANDBOX_WORK_DIR: {exc}") from exc
+            raise SandboxRefused(f"cannot prepare SANDBOX_WORK_DIR: {exc}") from exc
 
     async def _launch(self) -> protocol.Message:
         mine, theirs = protocol.socketpair()
@@ -174,7 +179,7 @@ class ZygoteSandbox:
                 pass_fds=(theirs.fileno(),), cwd="/",
             )
         except OSError as exc:
-            raise SandboxUnavailable(f"cannot start the zygote ({self._python}): {exc}") from exc
+            raise SandboxRefused(f"cannot start the zygote ({self._python}): {exc}") from exc
         finally:
             theirs.close()
         mine.setblocking(False)
@@ -185,11 +190,11 @@ class ZygoteSandbox:
         except TimeoutError:
             mine.close()
             await self._kill_zygote()
-            raise SandboxUnavailable("zygote did not report its layers in time") from None
+            raise SandboxRefused("zygote did not report its layers in time") from None
         if not data:
             mine.close()
             await self._kill_zygote()
-            raise SandboxUnavailable("zygote exited during start-up (see worker stderr)")
+            raise SandboxRefused("zygote exited during start-up (see worker stderr)")
         hello: protocol.Message = json.loads(data)
         self._ctrl = mine
         loop.add_reader(mine.fileno(), self._on_ctrl)
@@ -261,7 +266,12 @@ class ZygoteSandbox:
 
     async def run(self, job: SandboxJob) -> SandboxOutcome:
         if not self.ready():
-            await self.start()  # the zygote died: start a new one (or raise)
+            # The zygote died: start a new one. It started with this configuration before,
+            # so a refusal now is the host's passing state, not a configuration error.
+            try:
+                await self.start()
+            except SandboxRefused as exc:
+                raise SandboxUnavailable(f"cannot restart the zygote: {exc}") from exc
         async with self._slot_sem:
             slot = self._free_slots.pop()
             try:
