@@ -20,11 +20,11 @@ from executor_worker import observe
 from executor_worker.heavy.runner import JobRunner
 from executor_worker.observe import ExecutorMetrics
 from executor_worker.results import emits_for, failure_result, outcome_result, sandbox_job
-from executor_worker.sandbox import Sandbox, SandboxOutcome, SandboxUnavailable
-from pipeline.errors import PermanentError, TransientError
+from executor_worker.sandbox import Sandbox, SandboxOutcome
+from executor_worker.settings import ExecutorSettings
+from pipeline.errors import PermanentError
 from pipeline.handling import Emit, EventContext
 from pipeline.observability import tracing
-from pipeline.settings import ExecutionSettings
 from schemas import Event, ExecRoute, ExecutionCommand, HubNames
 
 log = structlog.get_logger(__name__)
@@ -39,7 +39,7 @@ class ExecutorWorker:
         hubs: HubNames,
         light: Sandbox,
         heavy: JobRunner | None,
-        settings: ExecutionSettings,
+        settings: ExecutorSettings,
         metrics: ExecutorMetrics | None = None,
     ) -> None:
         self._metrics = metrics or ExecutorMetrics()
@@ -56,21 +56,19 @@ class ExecutorWorker:
                 event, "route_unavailable", "heavy execution is not available on this executor"))
         job = sandbox_job(event, self._settings)
         route = event.route.value
-        try:
-            light_layers = self._light.layers() if event.route is ExecRoute.LIGHT else ()
-            with observe.running(route, job, light_layers) as span:
-                if event.route is ExecRoute.LIGHT:
-                    outcome: SandboxOutcome | None = await self._light.run(job)
-                else:
-                    assert self._heavy is not None
-                    observe.HEAVY_JOBS.set(job.job_id, "running")  # inline runners
-                    try:
-                        outcome = await self._heavy.submit(event, job)
-                    finally:
-                        observe.HEAVY_JOBS.set(job.job_id, None)
-                observe.ran(span, outcome)
-        except SandboxUnavailable as exc:
-            raise TransientError(f"sandbox unavailable: {exc}") from exc
+        # SandboxUnavailable (a lost zygote) is a TransientError: the processor retries.
+        light_layers = self._light.layers() if event.route is ExecRoute.LIGHT else ()
+        with observe.running(route, job, light_layers) as span:
+            if event.route is ExecRoute.LIGHT:
+                outcome: SandboxOutcome | None = await self._light.run(job)
+            else:
+                assert self._heavy is not None
+                observe.HEAVY_JOBS.set(job.job_id, "running")  # inline runners
+                try:
+                    outcome = await self._heavy.submit(event, job)
+                finally:
+                    observe.HEAVY_JOBS.set(job.job_id, None)
+            observe.ran(span, outcome)
         if outcome is None:
             # A detached runner took it; its reconciler publishes the result when it ends.
             tracing.remember(event.request_id, event.attempt)  # heavy.report joins the trace

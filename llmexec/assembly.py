@@ -74,7 +74,7 @@ async def open_generator(cfg: AppConfig) -> AsyncIterator[CodeGenerator | None]:
 async def open_executor_backends(cfg: AppConfig) -> AsyncIterator[ExecutorBackends]:
     """The light sandbox and the heavy job runner, started. The sandbox starts with an
     empty environment of its own (a fresh interpreter), so nothing this process has read,
-    secrets included, reaches user code. Raises SandboxUnavailable (a one-line start-up
+    secrets included, reaches user code. Raises SandboxRefused (a one-line start-up
     failure) when the host falls short of ``SANDBOX_LEVEL``."""
     async with AsyncExitStack() as stack:
         light = await stack.enter_async_context(started(build_sandbox(cfg.sandbox)))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
 #: Event Hubs' limit for one event (standard tier); batches are filled up to it.
 MAX_EVENT_BYTES = 1024 * 1024
@@ -136,7 +137,8 @@ class CheckpointStore(Protocol):
 
 
 class Bus(Protocol):
-    """One backend: makes publishers and subscriptions, reports whether it is connected."""
+    """One backend: makes publishers and subscriptions, reports whether it is connected.
+    A bus is an async context manager: ``async with build_bus(settings) as bus:`` closes it."""
 
     def publisher(self) -> Publisher: ...
 
@@ -166,3 +168,12 @@ class Bus(Protocol):
     def connected(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
