@@ -20,7 +20,7 @@ from consumers.results import ResultFollower
 from llmexec.embedded import running_pipeline
 from pipeline.bus.factory import build_bus
 from pipeline.bus.ports import OutgoingEvent
-from pipeline.settings import BusSettings
+from pipeline.bus.settings import BusSettings
 from producers.client import RequestProducer
 from schemas import ExecutionRequest, HubNames
 from tests.conftest import make_config

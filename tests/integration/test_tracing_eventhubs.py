@@ -18,7 +18,7 @@ from consumers.results import ResultFollower
 from llmexec.embedded import running_pipeline
 from pipeline.bus.factory import build_bus
 from pipeline.bus.ports import OutgoingEvent
-from pipeline.settings import BusSettings
+from pipeline.bus.settings import BusSettings
 from schemas import ExecutionRequest, HubNames, ResultStatus
 from tests.eventhubs_peer import EventHubsPeer
 from tests.eventhubs_peer.azurite import azurite_or_skip
