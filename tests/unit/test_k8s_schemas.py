@@ -10,6 +10,7 @@ TriggerAuthentication specs; the azure-eventhub scaler's metadata), not against 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,6 +52,62 @@ def test_python_kustomize_equals_the_real_one_where_installed() -> None:
     real = [d for d in yaml.safe_load_all(out) if d]
     key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
     assert sorted(build(K8S), key=key) == sorted(real, key=key)
+
+
+WORKLOAD_IDENTITY = K8S / "workload-identity"
+
+
+def test_python_kustomize_equals_the_real_one_with_the_workload_identity_component() -> None:
+    binary = kustomize_binary()
+    if binary is None:
+        pytest.skip("neither kustomize nor kubectl installed: the Python rendering is used")
+    # An overlay beside k8s/, as the component's comment tells users to write it (kustomize
+    # refuses absolute paths and an overlay inside the base).
+    overlay = K8S.parent / f".kustomize-test-{os.getpid()}"
+    overlay.mkdir()
+    try:
+        (overlay / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            "resources: [../k8s]\ncomponents: [../k8s/workload-identity]\n")
+        out = subprocess.run([*binary, str(overlay)], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    finally:
+        shutil.rmtree(overlay)
+    real = [d for d in yaml.safe_load_all(out) if d]
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    assert sorted(build(K8S, (WORKLOAD_IDENTITY,)), key=key) == sorted(real, key=key)
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_the_workload_identity_variant_is_valid(minor: int) -> None:
+    for doc in build(K8S, (WORKLOAD_IDENTITY,)):
+        assert kube_schema.problems(doc, minor) == [], (doc["kind"], doc["metadata"]["name"])
+
+
+def test_the_workload_identity_variant_carries_no_azure_secret() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in build(K8S, (WORKLOAD_IDENTITY,))}
+    assert set(docs[("Secret", "llm-executor-secrets")]["stringData"]) == {"llm_api_key"}
+    config = docs[("ConfigMap", "llm-executor-config")]["data"]
+    assert config["event_hub_namespace"].endswith(".servicebus.windows.net")
+    assert config["storage_account_url"].startswith("https://")
+    for name in ("llm-service", "executor-service"):
+        account = docs[("ServiceAccount", name)]
+        assert account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+        pod = docs[("Deployment", name)]["spec"]["template"]
+        assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+        assert pod["spec"]["serviceAccountName"] == name
+        env = {e["name"] for c in pod["spec"]["containers"] for e in c.get("env", [])}
+        assert not env & {"EVENT_HUB_CONNECTION_STRING", "STORAGE_CONNECTION_STRING"}, name
+
+
+def test_a_json_patch_on_a_missing_path_fails(tmp_path: Path) -> None:
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+                                      "data: {a: '1'}\n")
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources: [cm.yaml]\npatches:\n  - target: {kind: ConfigMap, name: c}\n"
+        "    patch: |-\n      - {op: test, path: /data/a, value: '2'}\n")
+    with pytest.raises(ValueError, match="test failed"):
+        build(tmp_path)
 
 
 def test_the_python_kustomize_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
