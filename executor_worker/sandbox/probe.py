@@ -115,6 +115,10 @@ def _plan_namespaces(config: ProbeConfig, notes: dict[str, str]) -> namespaces.N
         return plan
     error = _in_child(lambda: _namespace_probe(plan))
     if error is None:
+        if plan.mount and not plan.job_tmp():
+            notes["tmp"] = ("the interpreter or a read path lives under /tmp, so a job's /tmp "
+                            "stays the host's (Landlock keeps it out of reach) instead of "
+                            "becoming its own directory")
         return plan
     for name in plan.layers():
         notes[name] = error

@@ -304,6 +304,8 @@ async def test_private_tmp_proc_and_hostname(harness: Harness) -> None:
     layers = harness.sandbox.layers()
     if "mountns" not in layers:
         pytest.skip(f"no mount namespace here: {harness.sandbox.notes().get('mountns')}")
+    if "tmp" in harness.sandbox.notes():
+        pytest.skip(f"no private /tmp here: {harness.sandbox.notes()['tmp']}")
     name = f"llmexec-private-{uuid.uuid4().hex[:8]}"
     code = TRY + (
         "import os, socket\n"
