@@ -25,11 +25,12 @@ from collections.abc import Sequence
 from pipeline.bus.eventhubs import EventHubsBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.bus.ports import Bus, OutgoingEvent
+from pipeline.bus.settings import BusSettings
 from pipeline.handling import Emit, EventContext
 from pipeline.observability.logging import configure_logging
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
-from pipeline.settings import BusSettings, ProcessorSettings
+from pipeline.settings import ProcessorSettings
 from schemas import Event, ExecutionRequest
 from tests.eventhubs_peer import EventHubsPeer
 from tests.eventhubs_peer.azurite import azurite_blob

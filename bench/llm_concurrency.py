@@ -53,11 +53,12 @@ from llmexec import assembly
 from llmexec.config import AppConfig
 from llmexec.embedded import run_embedded
 from pipeline.bus.memory import MemoryBus
+from pipeline.bus.settings import BusSettings
 from pipeline.handling import Emit, EventContext
 from pipeline.observability.logging import configure_logging
 from pipeline.processor import Processor
 from pipeline.resources import closing
-from pipeline.settings import BusSettings, ProcessorSettings
+from pipeline.settings import ProcessorSettings
 from producers.client import RequestProducer
 from schemas import Event, ExecutionCommand, ExecutionRequest, ExecutionResult, ResultStatus
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from llmexec.assembly import EXECUTOR_GROUP, LLM_GROUP
 from pipeline.bus.eventhubs import EventHubsBus
 from pipeline.bus.ports import PartitionContext, ReceivedEvent
+from pipeline.bus.settings import BusSettings
 from pipeline.errors import TransientError
 from pipeline.observability.logging import configure_logging
-from pipeline.settings import BusSettings
 from producers.client import RequestProducer
 from schemas import DecodeError, ExecutionRequest, ExecutionResult, HubNames, decode_event
 from tests.chaos.blobproxy import BlobProxy

@@ -16,7 +16,7 @@ from pipeline.bus.ports import Bus, OutgoingEvent, PartitionContext, ReceivedEve
 from schemas import DeadLetter, DecodeError, HubNames, decode_event
 
 
-class _Reader:
+class DeadLetterReader:
     def __init__(self) -> None:
         self.records: list[DeadLetter] = []
         self.last_event = asyncio.get_running_loop().time()
@@ -37,7 +37,7 @@ class _Reader:
 async def read_dead_letters(bus: Bus, hubs: HubNames, *, idle_s: float = 3.0,
                             consumer_group: str = "deadletter-inspect") -> list[DeadLetter]:
     """Every dead letter from the start of the hub, read until it has been quiet ``idle_s``."""
-    reader = _Reader()
+    reader = DeadLetterReader()
     sub = bus.subscribe(hubs.deadletter, consumer_group, start="earliest")
     task = asyncio.create_task(sub.run(reader))
     try:

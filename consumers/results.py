@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from consumers.dedupe import Deduplicator
 from pipeline.bus.ports import Bus, PartitionContext, ReceivedEvent, StartPosition
@@ -73,9 +73,11 @@ class ResultFollower:
         while True:
             yield await self._queue.get()
 
-    async def wait_for(self, request_ids: Iterable[str],
-                       timeout_s: float | None = None) -> dict[str, ExecutionResult]:
-        """One result per request id (the first that arrives); raises TimeoutError."""
+    async def wait_for(self, request_ids: Iterable[str], timeout_s: float | None = None,
+                       on_result: Callable[[ExecutionResult], None] | None = None,
+                       ) -> dict[str, ExecutionResult]:
+        """One result per request id (the first that arrives); raises TimeoutError.
+        ``on_result`` is told each one as it arrives (progress)."""
         wanted = set(request_ids)
         got: dict[str, ExecutionResult] = {}
 
@@ -83,6 +85,8 @@ class ResultFollower:
             async for result in self.results():
                 if result.request_id in wanted and result.request_id not in got:
                     got[result.request_id] = result
+                    if on_result is not None:
+                        on_result(result)
                     if len(got) == len(wanted):
                         return
 

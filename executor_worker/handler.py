@@ -16,12 +16,15 @@ from collections.abc import Sequence
 
 import structlog
 
+from executor_worker import observe
 from executor_worker.heavy.runner import JobRunner
+from executor_worker.observe import ExecutorMetrics
 from executor_worker.results import emits_for, failure_result, outcome_result, sandbox_job
-from executor_worker.sandbox import Sandbox, SandboxOutcome, SandboxUnavailable
-from pipeline.errors import PermanentError, TransientError
+from executor_worker.sandbox import Sandbox, SandboxOutcome
+from executor_worker.settings import ExecutorSettings
+from pipeline.errors import PermanentError
 from pipeline.handling import Emit, EventContext
-from pipeline.settings import ExecutionSettings
+from pipeline.observability import tracing
 from schemas import Event, ExecRoute, ExecutionCommand, HubNames
 
 log = structlog.get_logger(__name__)
@@ -36,8 +39,10 @@ class ExecutorWorker:
         hubs: HubNames,
         light: Sandbox,
         heavy: JobRunner | None,
-        settings: ExecutionSettings,
+        settings: ExecutorSettings,
+        metrics: ExecutorMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or ExecutorMetrics()
         self._hubs = hubs
         self._light = light
         self._heavy = heavy
@@ -50,16 +55,24 @@ class ExecutorWorker:
             return emits_for(self._hubs, event, failure_result(
                 event, "route_unavailable", "heavy execution is not available on this executor"))
         job = sandbox_job(event, self._settings)
-        try:
+        route = event.route.value
+        # SandboxUnavailable (a lost zygote) is a TransientError: the processor retries.
+        light_layers = self._light.layers() if event.route is ExecRoute.LIGHT else ()
+        with observe.running(route, job, light_layers) as span:
             if event.route is ExecRoute.LIGHT:
                 outcome: SandboxOutcome | None = await self._light.run(job)
             else:
                 assert self._heavy is not None
-                outcome = await self._heavy.submit(event, job)
-        except SandboxUnavailable as exc:
-            raise TransientError(f"sandbox unavailable: {exc}") from exc
+                observe.HEAVY_JOBS.set(job.job_id, "running")  # inline runners
+                try:
+                    outcome = await self._heavy.submit(event, job)
+                finally:
+                    observe.HEAVY_JOBS.set(job.job_id, None)
+            observe.ran(span, outcome)
         if outcome is None:
             # A detached runner took it; its reconciler publishes the result when it ends.
+            tracing.remember(event.request_id, event.attempt)  # heavy.report joins the trace
             log.info("heavy.submitted", job_id=job.job_id)
             return []
+        self._metrics.ran(route, outcome)
         return emits_for(self._hubs, event, outcome_result(event, outcome))

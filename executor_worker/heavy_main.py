@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.sandbox_config else load(SandboxSettings))
         job = read_job_dir(args.job_dir)
         outcome = asyncio.run(run_job(job, settings))
-    except ConfigError as exc:  # SandboxUnavailable included: the host falls short
+    except ConfigError as exc:  # SandboxRefused included: the host falls short
         outcome, code = failed("sandbox_error", f"sandbox unavailable: {exc}"), EXIT_SANDBOX_BROKEN
     except (OSError, ValueError, KeyError) as exc:
         outcome = failed("bad_job", f"cannot read the job: {exc!r}")

@@ -4,8 +4,8 @@ for inline work, the reconciler for detached heavy Jobs)."""
 from __future__ import annotations
 
 from executor_worker.sandbox import SandboxJob, SandboxOutcome
+from executor_worker.settings import ExecutorSettings
 from pipeline.handling import Emit
-from pipeline.settings import ExecutionSettings
 from schemas import (
     AttemptRecord,
     ErrorInfo,
@@ -30,7 +30,7 @@ def emits_for(hubs: HubNames, cmd: ExecutionCommand, result: ExecutionResult) ->
     return [Emit(hubs.results, result)]
 
 
-def sandbox_job(cmd: ExecutionCommand, s: ExecutionSettings) -> SandboxJob:
+def sandbox_job(cmd: ExecutionCommand, s: ExecutorSettings) -> SandboxJob:
     """The command's limits, capped by its route's maxima."""
     light = cmd.route is ExecRoute.LIGHT
     max_timeout = s.execution_timeout if light else s.heavy_job_timeout

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import structlog
 from pydantic import JsonValue
 
+from llm_worker import spans
 from llm_worker.attempts import Progress, ProgressCache, runtime_failure_record
 from llm_worker.generator import CodeGenerator, Generation, GenerationTask
 from llm_worker.metrics import LlmMetrics
@@ -112,7 +113,8 @@ class LlmWorker:
     async def _on_user_code(self, code: str, job: _Job, ctx: EventContext) -> Emit:
         if job.allow_rewrite and not job.prompt:
             job = replace(job, prompt=REWRITE_TASK)  # so a run-time failure can be repaired
-        check = validate_code(code, self._policy(job.route))
+        with spans.validating("user") as checks:
+            checks.append(check := validate_code(code, self._policy(job.route)))
         if check.report.ok:
             return self._command(job, 1, code, "user", check, None, [])
         self._metrics.count_validation(check.report, "user")
@@ -157,51 +159,66 @@ class LlmWorker:
         if repair and not progress.notes.get("counted"):
             progress.notes["counted"] = True
             self._metrics.repairs.labels(repair).inc()
-        emit = await self._write_loop(job, progress, ctx)
+        emit = await self._write_loop(job, progress, ctx, repair)
         progress.outputs = [emit]
         return emit
 
-    async def _write_loop(self, job: _Job, progress: Progress, ctx: EventContext) -> Emit:
+    async def _write_loop(self, job: _Job, progress: Progress, ctx: EventContext,
+                          repair: str | None = None) -> Emit:
         policy = self._policy(job.route)
         history = progress.history  # appended in place: a retried call resumes from here
         while True:
             attempt = progress.attempt
-            task = GenerationTask(prompt=job.prompt, inputs=job.inputs, history=list(history),
-                                  requested_route=job.route)
-            try:
-                gen = await self._call_model(task)
-            except PermanentError as exc:
-                self._metrics.gave_up.labels("llm_error").inc()
-                return self._final(job, attempt, ResultStatus.FAILED,
-                                   ErrorInfo(code="llm_error", message=str(exc),
-                                             details=_error_details(exc)), history=history)
-            except TransientError as exc:
-                if not ctx.final_try:
-                    raise  # the processor backs off (honouring retry-after) and tries again
-                # On the processor's last try a transient failure becomes the request's
-                # final result instead of a dead letter.
-                # An API that kept failing, or a model that kept ignoring the tool.
-                code = ("llm_bad_response" if getattr(exc, "error_class", "") == "malformed"
-                        else "llm_unavailable")
-                self._metrics.gave_up.labels(code).inc()
-                return self._final(job, attempt, ResultStatus.FAILED, ErrorInfo(
-                    code=code,
-                    message=f"no usable LLM answer after {ctx.try_number} tries: {exc}",
-                    details=_error_details(exc)), history=history)
-            check = validate_code(gen.code, policy)
-            if check.report.ok:
-                return self._command(job, attempt, gen.code, "llm", check, gen, history)
-            self._metrics.count_validation(check.report, "llm")
-            history.append(_rejected(attempt, gen.code, "llm", check, gen))
-            if attempt >= self._max_attempts:
-                self._metrics.gave_up.labels("attempts_exhausted").inc()
-                return self._final(job, attempt, ResultStatus.FAILED, ErrorInfo(
-                    code="validation_failed",
-                    message=f"no valid code after {attempt} attempts "
-                            f"(MAX_RETRIES={self._max_retries}); last: "
-                            f"{describe(check.report)}"), history=history, code=gen.code)
-            self._metrics.repairs.labels("validation").inc()
-            progress.attempt = attempt + 1
+            with spans.attempt(attempt, repair):  # one span per attempt
+                emit = await self._one_attempt(job, progress, ctx, attempt, policy,
+                                               history)
+            if emit is not None:
+                return emit
+            repair = "validation"
+
+    async def _one_attempt(self, job: _Job, progress: Progress, ctx: EventContext,
+                           attempt: int, policy: Policy,
+                           history: list[AttemptRecord]) -> Emit | None:
+        """One generated program: its result, or None after a validation failure
+        with attempts left (``progress.attempt`` moved to the next one)."""
+        task = GenerationTask(prompt=job.prompt, inputs=job.inputs, history=list(history),
+                              requested_route=job.route)
+        try:
+            gen = await self._call_model(task)
+        except PermanentError as exc:
+            self._metrics.gave_up.labels("llm_error").inc()
+            return self._final(job, attempt, ResultStatus.FAILED,
+                               ErrorInfo(code="llm_error", message=str(exc),
+                                         details=_error_details(exc)), history=history)
+        except TransientError as exc:
+            if not ctx.final_try:
+                raise  # the processor backs off (honouring retry-after) and tries again
+            # On the processor's last try a transient failure becomes the request's
+            # final result instead of a dead letter.
+            # An API that kept failing, or a model that kept ignoring the tool.
+            code = ("llm_bad_response" if getattr(exc, "error_class", "") == "malformed"
+                    else "llm_unavailable")
+            self._metrics.gave_up.labels(code).inc()
+            return self._final(job, attempt, ResultStatus.FAILED, ErrorInfo(
+                code=code,
+                message=f"no usable LLM answer after {ctx.try_number} tries: {exc}",
+                details=_error_details(exc)), history=history)
+        with spans.validating("llm") as checks:
+            checks.append(check := validate_code(gen.code, policy))
+        if check.report.ok:
+            return self._command(job, attempt, gen.code, "llm", check, gen, history)
+        self._metrics.count_validation(check.report, "llm")
+        history.append(_rejected(attempt, gen.code, "llm", check, gen))
+        if attempt >= self._max_attempts:
+            self._metrics.gave_up.labels("attempts_exhausted").inc()
+            return self._final(job, attempt, ResultStatus.FAILED, ErrorInfo(
+                code="validation_failed",
+                message=f"no valid code after {attempt} attempts "
+                        f"(MAX_RETRIES={self._max_retries}); last: "
+                        f"{describe(check.report)}"), history=history, code=gen.code)
+        self._metrics.repairs.labels("validation").inc()
+        progress.attempt = attempt + 1
+        return None
 
     async def _call_model(self, task: GenerationTask) -> Generation:
         assert self._generator is not None
@@ -212,7 +229,13 @@ class LlmWorker:
             m.queue_seconds.observe(started - queued)
             m.in_flight.inc()
             try:
-                gen = await self._generator.generate(task)
+                with spans.generating(model) as span:
+                    try:
+                        gen = await self._generator.generate(task)
+                    except (TransientError, PermanentError) as exc:
+                        spans.generated(span, getattr(exc, "usage", None))
+                        raise
+                    spans.generated(span, gen.usage)
             except (TransientError, PermanentError) as exc:
                 m.api_errors.labels(getattr(exc, "error_class", type(exc).__name__)).inc()
                 usage = getattr(exc, "usage", None)

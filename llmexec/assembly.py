@@ -19,6 +19,7 @@ from executor_worker.handler import ExecutorWorker
 from executor_worker.heavy.factory import build_job_runner
 from executor_worker.heavy.reconciler import Reconciler
 from executor_worker.heavy.runner import JobRunner
+from executor_worker.observe import ExecutorMetrics
 from executor_worker.sandbox import Sandbox, build_sandbox
 from llm_worker.generator import CodeGenerator
 from llm_worker.handler import LlmWorker
@@ -40,11 +41,12 @@ class Metrics:
 
     pipeline: PipelineMetrics
     llm: LlmMetrics
+    executor: ExecutorMetrics
 
     @classmethod
     def create(cls) -> Metrics:
         pipeline = PipelineMetrics()
-        return cls(pipeline, LlmMetrics(pipeline.registry))
+        return cls(pipeline, LlmMetrics(pipeline.registry), ExecutorMetrics(pipeline.registry))
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ async def open_generator(cfg: AppConfig) -> AsyncIterator[CodeGenerator | None]:
 async def open_executor_backends(cfg: AppConfig) -> AsyncIterator[ExecutorBackends]:
     """The light sandbox and the heavy job runner, started. The sandbox starts with an
     empty environment of its own (a fresh interpreter), so nothing this process has read,
-    secrets included, reaches user code. Raises SandboxUnavailable (a one-line start-up
+    secrets included, reaches user code. Raises SandboxRefused (a one-line start-up
     failure) when the host falls short of ``SANDBOX_LEVEL``."""
     async with AsyncExitStack() as stack:
         light = await stack.enter_async_context(started(build_sandbox(cfg.sandbox)))
@@ -114,8 +116,9 @@ def llm_processor(bus: Bus, cfg: AppConfig, metrics: Metrics, *,
 def executor_processor(bus: Bus, cfg: AppConfig, metrics: Metrics, *,
                        backends: ExecutorBackends, owner_id: str | None = None) -> Processor:
     hubs = cfg.bus.hubs
+    metrics.executor.sandbox_layers(backends.light.layers(), backends.light.notes())
     worker = ExecutorWorker(hubs=hubs, light=backends.light, heavy=backends.heavy,
-                            settings=cfg.execution)
+                            settings=cfg.execution, metrics=metrics.executor)
     return Processor(
         name="executor", bus=bus, hub=hubs.executions,
         consumer_group=cfg.service.consumer_group or EXECUTOR_GROUP,

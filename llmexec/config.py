@@ -11,10 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from executor_worker.sandbox import SandboxSettings
+from executor_worker.settings import ExecutorSettings
 from llm_worker.settings import LlmSettings
+from pipeline.bus.settings import BusSettings
 from pipeline.settings import (
-    BusSettings,
-    ExecutionSettings,
     LogSettings,
     ProcessorSettings,
     ServiceSettings,
@@ -27,7 +27,7 @@ class AppConfig:
     log: LogSettings
     bus: BusSettings
     processor: ProcessorSettings
-    execution: ExecutionSettings
+    execution: ExecutorSettings
     llm: LlmSettings
     service: ServiceSettings
     sandbox: SandboxSettings
@@ -39,7 +39,7 @@ class AppConfig:
         log: LogSettings | None = None,
         bus: BusSettings | None = None,
         processor: ProcessorSettings | None = None,
-        execution: ExecutionSettings | None = None,
+        execution: ExecutorSettings | None = None,
         llm: LlmSettings | None = None,
         service: ServiceSettings | None = None,
         sandbox: SandboxSettings | None = None,
@@ -47,7 +47,7 @@ class AppConfig:
         """The groups given, and defaults for the rest (for tests and benchmarks)."""
         return cls(log=log or LogSettings(), bus=bus or BusSettings(),
                    processor=processor or ProcessorSettings(),
-                   execution=execution or ExecutionSettings(), llm=llm or LlmSettings(),
+                   execution=execution or ExecutorSettings(), llm=llm or LlmSettings(),
                    service=service or ServiceSettings(), sandbox=sandbox or SandboxSettings())
 
     def replace(self, **groups: object) -> AppConfig:
@@ -60,7 +60,7 @@ def load_config() -> AppConfig:
         log=load(LogSettings),
         bus=load(BusSettings),
         processor=load(ProcessorSettings),
-        execution=load(ExecutionSettings),
+        execution=load(ExecutorSettings),
         llm=load(LlmSettings),
         service=load(ServiceSettings),
         sandbox=load(SandboxSettings),

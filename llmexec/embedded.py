@@ -8,7 +8,7 @@ every request is answered exactly once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -78,12 +78,15 @@ async def running_pipeline(cfg: AppConfig, *, bus: Bus | None = None) -> AsyncIt
 
 
 async def run_embedded(
-    cfg: AppConfig, requests: list[ExecutionRequest]
+    cfg: AppConfig, requests: list[ExecutionRequest],
+    on_result: Callable[[ExecutionResult], None] | None = None,
 ) -> dict[str, ExecutionResult]:
-    """Publish ``requests``, wait for one result each (by request id)."""
+    """Publish ``requests``, wait for one result each (by request id); ``on_result`` hears
+    of each as it arrives."""
     async with running_pipeline(cfg) as pipeline, \
             closing(ResultFollower(pipeline.bus, pipeline.cfg.bus.hubs)) as follower:
         producer = RequestProducer(pipeline.bus.publisher(), pipeline.cfg.bus.hubs.requests)
         await producer.submit_many(requests)
         return await follower.wait_for([r.request_id for r in requests],
-                                       timeout_s=deadline(pipeline.cfg, requests))
+                                       timeout_s=deadline(pipeline.cfg, requests),
+                                       on_result=on_result)

@@ -17,12 +17,14 @@ import hashlib
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
 
 from pipeline.bus.ports import OutgoingEvent, PartitionContext, Publisher, ReceivedEvent
 from pipeline.errors import PermanentError, TransientError
 from pipeline.handling import Emit, EventContext, Handler, dead_letter
+from pipeline.observability import stages as tracing_hooks
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.outbox import Delivery
 from pipeline.retries import RetryPolicy
@@ -72,10 +74,10 @@ class EventDispatcher:
         with structlog.contextvars.bound_contextvars(
             worker=self.name, hub=self.hub, partition=ctx.partition_id, offset=event.offset,
             sequence_number=event.sequence_number,
-        ):
+        ), tracing_hooks.processing(self.name, self.hub, self.consumer_group, event) as span:
             known: dict[str, str] = {}  # what was learnt before a crash, for the record
             try:
-                return await self._finish(ctx, event, wait_for, known)
+                return await self._finish(ctx, event, wait_for, known, span)
             except Exception as exc:  # escaped decode/handle/encode/publish: keep the evidence
                 log.exception("event.crashed")
                 return await self._dead_letter(
@@ -83,10 +85,12 @@ class EventDispatcher:
                     type(exc).__name__, 0, known.get("request_id"), cause="crash")
 
     async def _finish(self, ctx: PartitionContext, event: ReceivedEvent,
-                      wait_for: WaitForRequest, known: dict[str, str]) -> Delivery | None:
+                      wait_for: WaitForRequest, known: dict[str, str],
+                      span: Any) -> Delivery | None:
         fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
         try:
-            decoded = decode_event(event.body, fallback_request_id=fallback_id)
+            with tracing_hooks.decoding():
+                decoded = decode_event(event.body, fallback_request_id=fallback_id)
         except DecodeError as exc:
             return await self._dead_letter(ctx, event, f"malformed event: {exc}",
                                            "DecodeError", 0, None, cause="malformed")
@@ -94,6 +98,7 @@ class EventDispatcher:
         if request_id:
             known["request_id"] = request_id
         attempt = getattr(decoded, "attempt", 1)
+        tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
         with structlog.contextvars.bound_contextvars(request_id=request_id, attempt=attempt):
             if decoded.kind not in self._accepts:
                 reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
@@ -119,6 +124,7 @@ class EventDispatcher:
 
         def on_retry(tries: int, exc: BaseException) -> None:
             self._m_retries.inc()
+            tracing_hooks.retrying(tries, exc)
             log.warning("handler.retry", tries=tries, error=str(exc))
 
         started = time.monotonic()
@@ -159,10 +165,14 @@ class EventDispatcher:
         return kept
 
     def _encode(self, outputs: Sequence[Emit], request_id: str | None) -> Delivery:
-        by_hub: dict[str, list[OutgoingEvent]] = {}
+        by_hub: dict[str, list[Emit]] = {}
         for out in outputs:
-            by_hub.setdefault(out.hub, []).append(out.encode())
-        return Delivery(list(by_hub.items()), request_id)
+            by_hub.setdefault(out.hub, []).append(out)
+        batches: list[tuple[str, list[OutgoingEvent]]] = []
+        for hub, emits in by_hub.items():
+            with tracing_hooks.publishing(hub, emits):  # encoded inside: children of it
+                batches.append((hub, [e.encode() for e in emits]))
+        return Delivery(batches, request_id, emits=list(outputs))
 
     async def _deliver(self, delivery: Delivery, retry: RetryPolicy | None = None
                        ) -> Delivery | None:
@@ -185,6 +195,7 @@ class EventDispatcher:
                 return delivery
             delivery.batches.pop(0)
             self._metrics.published.labels(self.name, hub).inc(len(encoded))
+            self._metrics.count_outputs(self.name, [e for e in delivery.emits if e.hub == hub])
         return None
 
     async def redeliver(self, ctx: PartitionContext, event: ReceivedEvent,
@@ -212,6 +223,7 @@ class EventDispatcher:
         reason = reason.encode("utf-8", "backslashreplace").decode()
         log.warning("event.deadletter", reason=reason.splitlines()[0] if reason else "",
                     cause=cause)
+        tracing_hooks.dead_lettered(cause, reason)
         try:
             full = dead_letter(event, hub=self.hub, consumer_group=self.consumer_group,
                                reason=reason, error_type=error_type, attempts=attempts,

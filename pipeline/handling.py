@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pipeline.bus.ports import OutgoingEvent, ReceivedEvent
+from pipeline.observability import tracing
 from schemas import DeadLetter, Event
 
 
@@ -38,11 +39,12 @@ class Emit:
         return OutgoingEvent(
             body=self.event.to_json_bytes(),
             partition_key=key,
-            properties={
+            # The current trace context travels along (observability: traceparent).
+            properties=tracing.inject({
                 "kind": str(self.event.kind),
                 "event_id": self.event.event_id,
                 "request_id": self.event.request_id or "",
-            },
+            }),
         )
 
 

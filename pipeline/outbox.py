@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -34,6 +35,8 @@ class Delivery:
 
     batches: list[tuple[str, list[OutgoingEvent]]]
     request_id: str | None
+    #: What was encoded (for counting what was published, by kind and status).
+    emits: list[Any] = field(default_factory=list)
     error: str = ""
     since: float = field(default_factory=time.monotonic)
 

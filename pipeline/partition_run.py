@@ -14,6 +14,7 @@ import structlog
 
 from pipeline.bus.ports import PartitionContext, ReceivedEvent
 from pipeline.dispatch import WaitForRequest
+from pipeline.observability import stages
 from pipeline.observability.metrics import PartitionMetrics
 from pipeline.outbox import Delivery, Outbox, UnpublishedBudget
 from pipeline.settings import ProcessorSettings
@@ -119,8 +120,10 @@ class PartitionRun:
             if target is None or target.sequence_number <= self._window.checkpointed_seq:
                 return
             try:
-                await asyncio.wait_for(self._ctx.checkpoint(target),
-                                       self._settings.checkpoint_timeout_s)
+                with stages.checkpointing(self._ctx.hub, self._ctx.consumer_group,
+                                          self._ctx.partition_id, target):
+                    await asyncio.wait_for(self._ctx.checkpoint(target),
+                                           self._settings.checkpoint_timeout_s)
             except Exception as exc:  # the next flush tries again; processing goes on
                 error = str(exc) or type(exc).__name__
                 if self._checkpoint_failing is None:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
-from schemas import HubNames
 
 #: The model config every settings group of the platform uses.
 BASE_CONFIG = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
@@ -27,37 +26,6 @@ class LogSettings(BaseSettings):
     model_config = BASE_CONFIG
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
-
-
-class BusSettings(BaseSettings):
-    """Which bus, and the hubs on it. No Event Hub connection string: the memory bus."""
-
-    model_config = BASE_CONFIG
-    event_hub_connection_string: SecretStr | None = None
-    event_hub_namespace: str | None = Field(
-        default=None, description="Fully qualified namespace for credential (AAD) auth."
-    )
-    storage_connection_string: SecretStr | None = None
-    checkpoint_container: str = "checkpoints"
-    hub_requests: str = "requests"
-    hub_executions: str = "executions"
-    hub_results: str = "results"
-    hub_deadletter: str = "deadletter"
-    claim_check_container: str = "claim-checks"
-    memory_partitions: Annotated[int, Field(ge=1, le=1024)] = 4
-    eventhub_load_balancing_interval_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-    eventhub_ownership_expiry_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-
-    @property
-    def hubs(self) -> HubNames:
-        return HubNames(self.hub_requests, self.hub_executions, self.hub_results,
-                        self.hub_deadletter)
-
-    @property
-    def backend(self) -> Literal["memory", "eventhubs"]:
-        if self.event_hub_connection_string or self.event_hub_namespace:
-            return "eventhubs"
-        return "memory"
 
 
 class ProcessorSettings(BaseSettings):
@@ -85,7 +53,9 @@ class ProcessorSettings(BaseSettings):
 
 
 class ExecutionSettings(BaseSettings):
-    """Limits of each route. ``EXECUTION_TIMEOUT`` is the light route's wall timeout."""
+    """Limits of each route, which the LLM worker routes by and the executor enforces.
+    ``EXECUTION_TIMEOUT`` is the light route's wall timeout. Where and how heavy work runs
+    is the executor's own (``executor_worker.settings.ExecutorSettings``)."""
 
     model_config = BASE_CONFIG
     execution_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
@@ -93,26 +63,6 @@ class ExecutionSettings(BaseSettings):
     max_output_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     heavy_job_timeout: Annotated[float, Field(gt=0)] = 3600.0
     heavy_job_memory_mb: Annotated[int, Field(ge=32)] = 8192
-    heavy_job_cpu_request: str = "2"
-    heavy_job_cpu_limit: str = "4"
-    heavy_job_memory_request: str = "4Gi"
-    heavy_job_memory_limit: str = "8Gi"
-    heavy_job_image: str = "heavy-executor:latest"
-    #: Empty: the executor's own namespace when it runs in a pod, else "default".
-    heavy_job_namespace: str = ""
-    #: Where heavy work runs: ``local`` (the heavy-executor entrypoint as a subprocess, the
-    #: embedded default) or ``kubernetes`` (one Job per attempt, reported by a reconciler).
-    heavy_runner: Literal["local", "kubernetes"] = "local"
-    heavy_job_runtime_class: str | None = None
-    #: The Job template; empty: the repository's job_templates/heavy-job.yaml.
-    heavy_job_template: str = ""
-    #: Added to the code's timeout for the Job's activeDeadlineSeconds: the entrypoint
-    #: enforces the timeout itself; the deadline is the backstop and includes pod start.
-    heavy_job_start_grace_s: Annotated[int, Field(ge=0, le=3600)] = 60
-    #: A pod stuck unschedulable or failing to pull its image this long fails the request.
-    heavy_job_pending_timeout_s: Annotated[float, Field(gt=0)] = 300.0
-    #: The reconciler's full re-list interval (the watch in between is restarted this often).
-    heavy_job_resync_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
 
 class ServiceSettings(BaseSettings):

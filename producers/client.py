@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from pipeline.bus.ports import Publisher
 from pipeline.handling import Emit
+from pipeline.observability import stages
 from schemas import ExecutionRequest
 
 
@@ -20,7 +21,10 @@ class RequestProducer:
         return request.request_id
 
     async def submit_many(self, requests: Sequence[ExecutionRequest]) -> list[str]:
-        await self._publisher.publish(self._hub, [Emit(self._hub, r).encode() for r in requests])
+        # One publish span per request, open until the batch is sent: each request's trace
+        # starts here (inside the caller's trace when it has one).
+        with stages.submitting(self._hub) as encode:
+            await self._publisher.publish(self._hub, [encode(Emit(self._hub, r)) for r in requests])
         return [r.request_id for r in requests]
 
     async def close(self) -> None:

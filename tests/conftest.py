@@ -6,8 +6,9 @@ import os
 
 import pytest
 
+from executor_worker.settings import ExecutorSettings
 from llmexec.config import AppConfig
-from pipeline.settings import ExecutionSettings, ProcessorSettings
+from pipeline.settings import ProcessorSettings
 
 # Settings classes read the environment; keep a developer's own keys out of the tests.
 for _var in ("LLM_API_KEY", "ANTHROPIC_API_KEY", "EVENT_HUB_CONNECTION_STRING",
@@ -20,7 +21,7 @@ def make_config(**processor: object) -> AppConfig:
             "shutdown_grace_s": 5.0, **processor}
     return AppConfig.build(
         processor=ProcessorSettings(**proc),  # type: ignore[arg-type]
-        execution=ExecutionSettings(execution_timeout=10),
+        execution=ExecutorSettings(execution_timeout=10),
     )
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from executor_worker.heavy.local import LocalJobRunner
 from executor_worker.heavy.runner import JobRunner
 from executor_worker.sandbox import SandboxSettings
-from pipeline.settings import ExecutionSettings
+from executor_worker.settings import ExecutorSettings
 
 
-def build_job_runner(settings: ExecutionSettings, sandbox: SandboxSettings) -> JobRunner:
+def build_job_runner(settings: ExecutorSettings, sandbox: SandboxSettings) -> JobRunner:
     """Build (not start) the heavy runner. The local runner runs the heavy-executor
     entrypoint with the same sandbox settings as light work (only its limits differ), so
     asking for ``heavy`` is never a way around the light sandbox's layers."""

@@ -8,6 +8,16 @@ Reporting across replicas: a finished, unreported Job is *claimed* with an annot
 that carries the Job's resourceVersion, so when several executors see it only one patch
 succeeds (the others get 409) and only that one publishes; it then marks the Job reported.
 A claim older than ``claim_ttl_s`` (its holder died) may be taken over.
+
+Holding: the Job and its ConfigMap are created with the ``llmexec/report`` finalizer, which
+``mark_reported`` removes (ConfigMap first, then the Job, in the same patch that marks it
+reported). So ``ttlSecondsAfterFinished`` (or anyone) may start deleting a Job, but it stays
+readable, with its command, until an executor has published its result — however long all
+executors were down. The pod is not held: after the TTL its log (the result record) is gone,
+and the Job reports ``result_lost``.
+
+Objects are rendered for the server's version (``GET /version``, read once) and sent with
+``fieldValidation=Strict``, so a field the server does not know is refused, not dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -29,11 +40,14 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
 
+from executor_worker import observe
 from executor_worker.heavy.contract import failed
 from executor_worker.heavy.render import (
     ATTEMPT_LABEL,
     COMMAND_KEY,
+    FINALIZER,
     JOB_LABEL,
+    MIN_MINOR,
     REQUEST_ANNOTATION,
     SELECTOR,
     load_template,
@@ -43,20 +57,21 @@ from executor_worker.heavy.render import (
 from executor_worker.heavy.runner import JobCompletion
 from executor_worker.heavy.verdict import CONTAINER, finished, job_outcome, stuck_reason
 from executor_worker.sandbox.api import SandboxJob, SandboxOutcome
+from executor_worker.settings import ExecutorSettings
 from pipeline.errors import ConfigError, PermanentError, TransientError
-from pipeline.settings import ExecutionSettings
 from schemas import ExecutionCommand
 
 log = structlog.get_logger(__name__)
 
 CLAIMED_BY, CLAIMED_AT, REPORTED = "llmexec/claimed-by", "llmexec/claimed-at", "llmexec/reported"
 MERGE_PATCH = "application/merge-patch+json"
+STRICT = "Strict"  # fieldValidation: unknown or duplicate fields are an error, not dropped
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 _END = object()
 
 
 class KubernetesJobRunner:
-    def __init__(self, settings: ExecutionSettings, api: client.ApiClient, *,
+    def __init__(self, settings: ExecutorSettings, api: client.ApiClient, *,
                  owner_id: str | None = None, claim_ttl_s: float = 120.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._s = settings
@@ -72,9 +87,11 @@ class KubernetesJobRunner:
         self._queue: asyncio.Queue[Any] | None = None
         self._mine: set[str] = set()  # Jobs this replica claimed and is reporting
         self._listed_ok = False
+        self._api = api
+        self._minor: int | None = None  # the API server's 1.x, read on first use
 
     @classmethod
-    def from_settings(cls, settings: ExecutionSettings) -> KubernetesJobRunner:
+    def from_settings(cls, settings: ExecutorSettings) -> KubernetesJobRunner:
         """In-cluster credentials in a pod, else the kubeconfig (a developer's cluster)."""
         cfg = client.Configuration()
         namespace = settings.heavy_job_namespace
@@ -106,6 +123,20 @@ class KubernetesJobRunner:
         except urllib3.exceptions.HTTPError as exc:
             raise ConfigError(f"HEAVY_RUNNER=kubernetes: Kubernetes API unreachable: {exc}"
                               ) from None
+        await self._server_minor()
+
+    async def _server_minor(self) -> int:
+        """The server's minor version; ConfigError below the supported minimum."""
+        if self._minor is None:
+            info = _json(await asyncio.to_thread(
+                client.VersionApi(self._api).get_code, _preload_content=False))
+            minor = server_minor(info)
+            if minor is None or minor < MIN_MINOR or str(info.get("major")) != "1":
+                raise ConfigError(
+                    f"HEAVY_RUNNER=kubernetes: the Kubernetes API server is "
+                    f"{info.get('gitVersion') or info}; heavy Jobs need 1.{MIN_MINOR} or newer")
+            self._minor = minor
+        return self._minor
 
     def ready(self) -> bool:
         return not self._closed.is_set() and self._listed_ok
@@ -123,7 +154,15 @@ class KubernetesJobRunner:
 
     async def submit(self, command: ExecutionCommand, job: SandboxJob) -> SandboxOutcome | None:
         try:
-            manifest = render_job(command, job, self._s, self._template)
+            minor = await self._server_minor()
+        except ConfigError as exc:
+            raise PermanentError(str(exc)) from None
+        except ApiException as exc:
+            raise _translate(exc, "reading the Kubernetes API version") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(f"Kubernetes API unreachable: {exc}") from exc
+        try:
+            manifest = render_job(command, job, self._s, self._template, minor=minor)
             render_configmap(command, job, self._s, None)  # size check before creating
         except ValueError as exc:
             return failed("code_too_large", str(exc))
@@ -134,6 +173,9 @@ class KubernetesJobRunner:
             await asyncio.to_thread(self._create, self._core.create_namespaced_config_map, cm)
         except ApiException as exc:
             raise _translate(exc, f"submitting heavy Job {name}") from exc
+        except ValueError as exc:  # a client that checks bodies itself (pydantic, >= 35)
+            raise PermanentError(f"submitting heavy Job {name}: refused by the Kubernetes "
+                                 f"client: {str(exc)[:300]}") from exc
         except urllib3.exceptions.HTTPError as exc:
             raise TransientError(f"Kubernetes API unreachable: {exc}") from exc
         log.info("heavy.job_submitted", job=name, namespace=self._ns)
@@ -142,7 +184,8 @@ class KubernetesJobRunner:
     def _create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         try:
             return _json(self._batch.create_namespaced_job(
-                self._ns, manifest, _preload_content=False))  # type: ignore[arg-type]
+                self._ns, manifest, field_validation=STRICT,  # type: ignore[arg-type]
+                _preload_content=False))
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -152,7 +195,7 @@ class KubernetesJobRunner:
 
     def _create(self, create: Callable[..., Any], body: dict[str, Any]) -> None:
         try:
-            create(self._ns, body, _preload_content=False)
+            create(self._ns, body, field_validation=STRICT, _preload_content=False)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -213,6 +256,7 @@ class KubernetesJobRunner:
 
     async def _examine(self, kind: str, job: dict[str, Any]) -> JobCompletion | None:
         name, meta = _name(job), job.get("metadata") or {}
+        observe.HEAVY_JOBS.observe_job(kind, job)  # observability: llmexec_heavy_jobs
         ann = meta.get("annotations") or {}
         if ann.get(REPORTED) == "true" or kind in ("BOOKMARK", "ERROR"):
             return None
@@ -229,6 +273,9 @@ class KubernetesJobRunner:
         outcome: SandboxOutcome | None = None
         if finished(job):
             pass
+        elif meta.get("deletionTimestamp"):  # deleted while running: held by our finalizer
+            outcome = failed("job_deleted", "the heavy Job was deleted before it finished",
+                             layers=("k8s-pod",))
         elif kind == "RESYNC" and self._age(meta) > self._s.heavy_job_pending_timeout_s:
             stuck = stuck_reason(await self._pod(name))
             if stuck is None:
@@ -240,8 +287,14 @@ class KubernetesJobRunner:
             return None
         if outcome is None:
             pod = await self._pod(name)
-            outcome = job_outcome(job, pod, await self._log(pod),
-                                  self._s.heavy_job_memory_limit)
+            log_text = await self._log(pod)
+            if pod is None and meta.get("deletionTimestamp"):
+                outcome = failed("result_lost", "the heavy Job ended, but its pod (and the "
+                                 "result in its log) was deleted before an executor read it "
+                                 "(the Job's TTL ran out while no executor was running)",
+                                 layers=("k8s-pod",))
+            else:
+                outcome = job_outcome(job, pod, log_text, self._s.heavy_job_memory_limit)
         return await self._completion(job, outcome, delete=delete)
 
     async def _completion(self, job: dict[str, Any], outcome: SandboxOutcome, *,
@@ -265,7 +318,8 @@ class KubernetesJobRunner:
             CLAIMED_BY: self._owner, CLAIMED_AT: f"{self._clock():.3f}"}}}
         try:
             await asyncio.to_thread(self._batch.patch_namespaced_job, meta["name"], self._ns,
-                                    patch, _content_type=MERGE_PATCH, _preload_content=False)
+                                    patch, field_validation=STRICT, _content_type=MERGE_PATCH,
+                                    _preload_content=False)
         except ApiException as exc:
             if exc.status in (404, 409):  # changed or gone: someone else got there first
                 return False
@@ -273,18 +327,52 @@ class KubernetesJobRunner:
         return True
 
     async def mark_reported(self, completion: JobCompletion) -> None:
+        """Release the ConfigMap, then mark the Job reported and release it (one patch);
+        a stuck Job is deleted. On failure the Job stays held and is looked at again."""
         name, delete = completion.handle
-        patch = {"metadata": {"annotations": {REPORTED: "true"}}}
         try:
-            await asyncio.to_thread(self._batch.patch_namespaced_job, name, self._ns, patch,
-                                    _content_type=MERGE_PATCH, _preload_content=False)
+            await asyncio.to_thread(self._release, self._core.read_namespaced_config_map,
+                                    self._core.patch_namespaced_config_map, name, {})
+            await asyncio.to_thread(self._release, self._batch.read_namespaced_job,
+                                    self._batch.patch_namespaced_job, name, {REPORTED: "true"})
             if delete:  # a stuck Job: stop it holding a pod slot or retrying pulls
                 await asyncio.to_thread(self._batch.delete_namespaced_job, name, self._ns,
                                         propagation_policy="Background",
                                         _preload_content=False)
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("heavy.mark_reported_failed", job=name, error=str(exc)[:300])
+        except (ApiException, urllib3.exceptions.HTTPError, TransientError) as exc:
+            log.warning("heavy.mark_reported_failed", job=name, error=str(exc)[:300])
+            self._mine.discard(name)  # the next resync claims it again
+
+    def _release(self, read: Callable[..., Any], patch: Callable[..., Any], name: str,
+                 annotations: dict[str, str], attempts: int = 5) -> None:
+        """Remove our finalizer (and add ``annotations``) with a resourceVersion
+        precondition, so a finalizer someone else adds meanwhile is never lost."""
+        for _ in range(attempts):
+            try:
+                meta = _json(read(name, self._ns, _preload_content=False))["metadata"]
+            except ApiException as exc:
+                if exc.status == 404:
+                    return  # already gone: nothing to hold
+                raise
+            finalizers = list(meta.get("finalizers") or [])
+            have = (meta.get("annotations") or {}).items() >= annotations.items()
+            if FINALIZER not in finalizers and have:
+                return
+            body: dict[str, Any] = {"metadata": {
+                "resourceVersion": meta["resourceVersion"],
+                "finalizers": [f for f in finalizers if f != FINALIZER]}}
+            if annotations:
+                body["metadata"]["annotations"] = annotations
+            try:
+                patch(name, self._ns, body, field_validation=STRICT,
+                      _content_type=MERGE_PATCH, _preload_content=False)
+                return
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                if exc.status != 409:
+                    raise
+        raise TransientError(f"releasing {name}: kept changing ({attempts} conflicts)")
 
     # -- reads --------------------------------------------------------------------------
 
@@ -329,6 +417,15 @@ class KubernetesJobRunner:
 
 def _json(resp: Any) -> dict[str, Any]:
     return dict(json.loads(resp.data))
+
+
+def server_minor(info: dict[str, Any]) -> int | None:
+    """1.x from a /version answer; managed clusters say e.g. ``"28+"`` or only gitVersion."""
+    found = re.match(r"\d+", str(info.get("minor") or ""))
+    if found is None:
+        found = re.match(r"v?\d+\.(\d+)", str(info.get("gitVersion") or ""))
+        return int(found.group(1)) if found else None
+    return int(found.group(0))
 
 
 def _name(job: dict[str, Any]) -> str:

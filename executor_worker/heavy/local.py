@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import structlog
 from executor_worker.heavy.contract import failed, parse_record, write_job_dir
 from executor_worker.heavy.runner import JobCompletion
 from executor_worker.sandbox import SandboxJob, SandboxOutcome, SandboxSettings
+from executor_worker.sandbox.python_binary import real_python
 from schemas import ExecutionCommand
 
 log = structlog.get_logger(__name__)
@@ -36,11 +36,13 @@ class LocalJobRunner:
     """Inline: ``submit`` runs the job to completion and returns its outcome."""
 
     def __init__(self, sandbox: SandboxSettings, *, concurrency: int = 1,
-                 start_grace_s: float = 30.0, python: str = sys.executable) -> None:
+                 start_grace_s: float = 30.0, python: str | None = None) -> None:
         self._sandbox = sandbox
         self._slots = asyncio.Semaphore(concurrency)
         self._grace = start_grace_s
-        self._python = python
+        # The environment's own interpreter (a venv's bin/python, not its symlink target),
+        # so the entrypoint and its zygote see the packages the worker was installed with.
+        self._python = python or real_python()
         self._started = False
 
     async def start(self) -> None:

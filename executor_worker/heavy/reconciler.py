@@ -8,16 +8,17 @@ crash in between publishes again on the next claim: harmless, because result ids
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 
 import structlog
 
+from executor_worker import observe
 from executor_worker.heavy.runner import JobCompletion, JobRunner
 from executor_worker.results import emits_for, outcome_result
 from pipeline.bus.ports import OutgoingEvent, Publisher
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import PermanentError
 from pipeline.handling import Emit
+from pipeline.retries import RetryPolicy
 from schemas import ErrorInfo, ExecRoute, ExecutionResult, HubNames, ResultStatus
 
 log = structlog.get_logger(__name__)
@@ -29,35 +30,38 @@ class Reconciler:
         self._runner = runner
         self._publisher = publisher
         self._hubs = hubs
-        self._delay = retry_delay_s
-        self._max_delay = max_retry_delay_s
+        # Until it goes: the Job stays unreported (held by its finalizer) meanwhile, so
+        # giving up would lose nothing, but the bus usually comes back, and waiting keeps
+        # results in order.
+        self._retry = RetryPolicy(None, retry_delay_s, max_retry_delay_s)
 
     async def run(self) -> None:
         async for completion in self._runner.completions():
             await self.report(completion)
 
     async def report(self, completion: JobCompletion) -> None:
+        with observe.reporting(completion):  # observability: the heavy.report span
+            await self._report(completion)
+
+    async def _report(self, completion: JobCompletion) -> None:
         emits = self.emits(completion)
         by_hub: dict[str, list[OutgoingEvent]] = defaultdict(list)
         for emit in emits:
             by_hub[emit.hub].append(emit.encode())
-        delay = self._delay
-        while True:
-            try:
-                for hub, events in by_hub.items():
-                    await self._publisher.publish(hub, events)
-                break
-            except TransientError as exc:
-                # The job stays unreported, so even giving up here would lose nothing; but
-                # the bus usually comes back, and waiting keeps results in order.
-                log.warning("heavy.publish_retry", request_id=completion.request_id,
-                            error=str(exc), delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_delay)
-            except PermanentError as exc:
-                log.error("heavy.publish_failed", request_id=completion.request_id,
-                          attempt=completion.attempt, error=str(exc))
-                break
+
+        async def publish(_: int) -> None:
+            for hub, events in by_hub.items():
+                await self._publisher.publish(hub, events)
+
+        def on_retry(tries: int, exc: BaseException) -> None:
+            log.warning("heavy.publish_retry", request_id=completion.request_id,
+                        error=str(exc), tries=tries)
+
+        try:
+            await self._retry.call(publish, on_retry)
+        except PermanentError as exc:
+            log.error("heavy.publish_failed", request_id=completion.request_id,
+                      attempt=completion.attempt, error=str(exc))
         await self._runner.mark_reported(completion)
         log.info("heavy.reported", request_id=completion.request_id,
                  attempt=completion.attempt, status=completion.outcome.status,

@@ -1,6 +1,12 @@
 """Light execution: the sandbox port and its implementations."""
 
-from executor_worker.sandbox.api import Sandbox, SandboxJob, SandboxOutcome, SandboxUnavailable
+from executor_worker.sandbox.api import (
+    Sandbox,
+    SandboxJob,
+    SandboxOutcome,
+    SandboxRefused,
+    SandboxUnavailable,
+)
 from executor_worker.sandbox.factory import build_sandbox
 from executor_worker.sandbox.settings import SandboxSettings
 from executor_worker.sandbox.subprocess_sandbox import SubprocessSandbox
@@ -10,6 +16,7 @@ __all__ = [
     "Sandbox",
     "SandboxJob",
     "SandboxOutcome",
+    "SandboxRefused",
     "SandboxSettings",
     "SandboxUnavailable",
     "SubprocessSandbox",

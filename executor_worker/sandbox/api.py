@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 from pydantic import JsonValue
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TransientError
 from schemas import Artifact
 
 OutcomeStatus = Literal["succeeded", "failed", "timed_out"]
@@ -54,7 +54,7 @@ class Sandbox(Protocol):
     """A place to run untrusted Python."""
 
     async def start(self) -> None:
-        """Prepare (fork the zygote, probe layers). Raises SandboxUnavailable if unusable."""
+        """Prepare (fork the zygote, probe layers). Raises SandboxRefused if unusable."""
 
     async def run(self, job: SandboxJob) -> SandboxOutcome: ...
 
@@ -71,6 +71,13 @@ class Sandbox(Protocol):
     async def close(self) -> None: ...
 
 
-class SandboxUnavailable(ConfigError):
-    """The host cannot provide the isolation the configuration asks for. A ConfigError, so
-    start-up stops with its one-line message (``SANDBOX_LEVEL``/``SANDBOX_ALLOW_DEGRADED``)."""
+class SandboxRefused(ConfigError):
+    """At start: the host cannot provide the isolation the configuration asks for, or the
+    sandbox cannot start at all. A ConfigError, so start-up stops with its one-line message
+    (``SANDBOX_LEVEL``/``SANDBOX_ALLOW_DEGRADED``/``SANDBOX_WORK_DIR``)."""
+
+
+class SandboxUnavailable(TransientError):
+    """At run time: the sandbox cannot take a job right now (its zygote died, or setting up
+    the job's isolation failed). The processor retries the event; the next run starts a new
+    zygote."""

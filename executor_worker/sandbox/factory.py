@@ -10,7 +10,7 @@ from executor_worker.sandbox.zygote import ZygoteSandbox
 
 def build_sandbox(settings: SandboxSettings) -> Sandbox:
     """Build (not start) the configured sandbox; ``await sandbox.start()`` probes the host
-    and raises SandboxUnavailable if it falls short of ``settings.level``.
+    and raises SandboxRefused if it falls short of ``settings.level``.
 
     The zygote is a fresh ``python -I`` exec'd with an empty environment and only its
     control socket, so it inherits nothing the worker has read, whenever start() runs.

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import socket
+import stat
 import tempfile
 import uuid
 from pathlib import Path
 
+import structlog
+
 from executor_worker.sandbox.api import SandboxJob
 from executor_worker.sandbox.jobfiles import write_job_files
+
+log = structlog.get_logger(__name__)
 
 
 def make_job_dir(root: Path, job: SandboxJob, owner: int | None) -> Path:
@@ -38,11 +41,23 @@ def instance_dir_name(pid: int) -> str:
 
 
 def sweep_dead_instances(work_dir: Path) -> None:
-    """Remove this host's instance directories whose worker process is gone."""
+    """Remove this host's instance directories whose worker process is gone.
+
+    Never raises: a work dir poisoned by a job (depth, modes, odd names) must not stop the
+    worker from starting; what cannot be removed is quarantined.
+    """
     prefix = f"sbx.{socket.gethostname()}"
-    for entry in os.scandir(work_dir):
+    try:
+        entries = list(os.scandir(work_dir))
+    except OSError as exc:
+        log.warning("sandbox.sweep_failed", work_dir=str(work_dir), error=str(exc))
+        return
+    for entry in entries:
         owner, _, rest = entry.name.rpartition(".")[0].rpartition(".")
-        if owner != prefix or not rest.isdigit() or not entry.is_dir(follow_symlinks=False):
+        try:
+            if owner != prefix or not rest.isdigit() or not entry.is_dir(follow_symlinks=False):
+                continue
+        except OSError:
             continue
         if not _alive(int(rest)):
             remove_job_dir(Path(entry.path))
@@ -58,25 +73,91 @@ def _alive(pid: int) -> bool:
     return True
 
 
+QUARANTINE = ".quarantine"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def remove_job_dir(path: Path) -> None:
-    """Remove the directory; the job's processes are gone by now, so nothing races us."""
-    shutil.rmtree(path, ignore_errors=True)
-    if os.path.lexists(path):
-        # The job chmod-ed its own subdirectories to 000: as a non-root worker we must give
-        # ourselves access back first.
-        _unlock_tree(str(path))
-        shutil.rmtree(path, ignore_errors=True)
+    """Remove a job's (or a dead instance's) directory; never raises, never recurses.
+
+    The job's processes are gone by now, so nothing races us. Nothing is followed: every
+    entry is handled relative to its parent's descriptor. Depth costs nothing: the
+    subdirectories of each directory are renamed up into the top one, so the tree is
+    flattened as it is removed. Modes the job set are undone on the way. Whatever still
+    cannot be removed is moved to ``<work dir>/.quarantine`` and logged.
+    """
+    try:
+        _remove_tree(os.fspath(path))
+    except OSError as exc:
+        _quarantine(path, exc)
 
 
-def _unlock_tree(top: str) -> None:
-    stack = [top]
-    while stack:
-        current = stack.pop()
-        # Never through a symlink: a job could point one at a worker-owned file.
-        with contextlib.suppress(OSError, NotImplementedError):
-            os.chmod(current, 0o700, follow_symlinks=False)
-        try:
-            with os.scandir(current) as entries:
-                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-        except OSError:
-            continue
+def _remove_tree(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    _unlock(path)
+    top = os.open(path, _DIR_FLAGS)
+    try:
+        counter = 0
+        while True:
+            names = _names(top)
+            if not names:
+                break
+            for name in names:
+                counter += 1
+                _clear_entry(top, name, counter)
+    finally:
+        os.close(top)
+    os.rmdir(path)
+
+
+def _clear_entry(top: int, name: bytes, counter: int) -> None:
+    """Remove ``name`` in ``top`` if it is not a directory; else empty it one level by
+    moving its subdirectories up into ``top`` (under fresh names), then remove it."""
+    st = os.stat(name, dir_fd=top, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=top)
+        return
+    if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+        os.chmod(name, 0o700, dir_fd=top)  # a directory (just checked), not a link
+    sub = os.open(name, _DIR_FLAGS, dir_fd=top)
+    try:
+        for inner in _names(sub):
+            inner_st = os.stat(inner, dir_fd=sub, follow_symlinks=False)
+            if stat.S_ISDIR(inner_st.st_mode):
+                # Moving a directory rewrites its "..": it must be writable (as non-root).
+                if stat.S_IMODE(inner_st.st_mode) & 0o700 != 0o700:
+                    os.chmod(inner, 0o700, dir_fd=sub)
+                os.rename(inner, f".rm-{counter}-{uuid.uuid4().hex}", src_dir_fd=sub,
+                          dst_dir_fd=top)
+            else:
+                os.unlink(inner, dir_fd=sub)
+    finally:
+        os.close(sub)
+    os.rmdir(name, dir_fd=top)
+
+
+def _names(dir_fd: int) -> list[bytes]:
+    return [os.fsencode(n) for n in os.listdir(dir_fd)]
+
+
+def _unlock(path: str) -> None:
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+        os.chmod(path, 0o700)
+
+
+def _quarantine(path: Path, exc: OSError) -> None:
+    target = path.parent / QUARANTINE
+    try:
+        target.mkdir(mode=0o700, exist_ok=True)
+        os.rename(path, target / f"{path.name}.{uuid.uuid4().hex[:8]}")
+        log.error("sandbox.quarantined", path=str(path), error=str(exc), moved_to=str(target))
+    except OSError as again:
+        log.error("sandbox.cannot_remove", path=str(path), error=str(exc),
+                  quarantine_error=str(again))

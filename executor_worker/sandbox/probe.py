@@ -8,13 +8,14 @@ jobs get. Standard library only (plus pyseccomp, loaded lazily).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from executor_worker.sandbox import landlock, linux, seccomp_filter
+from executor_worker.sandbox import landlock, linux, namespaces, seccomp_filter
 from executor_worker.sandbox.zygote_child import Plan
 
 #: Layers every zygote child has without any probing (the supervisor adds timeout/output-cap).
@@ -36,6 +37,7 @@ class ProbeConfig:
     allow_exec: bool
     extra_read_paths: tuple[str, ...] = ()
     nproc: int = 64
+    tmp_bytes: int = 64 * 1024 * 1024
 
 
 def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
@@ -55,12 +57,6 @@ def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
 
     if not usable("rlimits", _rlimit_probe):
         layers.remove("rlimits")
-    if config.uid_base is not None and os.geteuid() == 0:
-        if usable("uid", lambda: _uid_probe(config)):
-            plan.uid_base = config.uid_base
-            layers.append("uid")
-    elif "uid" not in config.disabled:
-        notes["uid"] = "worker is not root (or SANDBOX_UID_BASE unset): jobs keep its uid"
     # One empty network namespace for the zygote and so all its jobs (lo stays down, so
     # jobs cannot reach each other either): a namespace per job would cost ~0.6 ms to
     # create plus an asynchronous teardown per job. Entered before the remaining probes so
@@ -69,6 +65,18 @@ def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
         _enter_netns()
         plan.netns = True
         layers.append("netns")
+    plan.ns = _plan_namespaces(config, notes)
+    layers += plan.ns.layers()
+    if config.uid_base is not None and os.geteuid() == 0:
+        if plan.ns.mount:
+            # A private home (/root is 0700) hides the interpreter from job uids: reveal
+            # what they must read inside their mount namespace; host modes stay as they are.
+            plan.ns = dataclasses.replace(plan.ns, veils=namespaces.veils_for(plan.ns.keep))
+        if usable("uid", lambda: _uid_probe(config, plan.ns)):
+            plan.uid_base = config.uid_base
+            layers.append("uid")
+    elif "uid" not in config.disabled:
+        notes["uid"] = "worker is not root (or SANDBOX_UID_BASE unset): jobs keep its uid"
     # Without a uid of its own, a job gets a user namespace: it counts RLIMIT_NPROC per job
     # and leaves the job no capabilities that reach outside its namespace.
     if plan.uid_base is None and usable("userns", _userns_probe):
@@ -78,7 +86,66 @@ def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
         layers.append("no-new-privs")
         _plan_landlock(plan, config, layers, usable)
         _plan_seccomp(plan, config, layers, usable)
+    if "cgroup" not in config.disabled:
+        notes["cgroup"] = _cgroup_note()
     return plan, tuple(layers)
+
+
+_NS_LAYERS = ("pidns", "mountns", "ipcns", "utsns")
+
+
+def _plan_namespaces(config: ProbeConfig, notes: dict[str, str]) -> namespaces.NamespacePlan:
+    """Per-job PID, mount, IPC and UTS namespaces, tried for real as a job would get them."""
+    wanted = {name: name not in config.disabled for name in _NS_LAYERS}
+    for name in _NS_LAYERS:
+        if not wanted[name]:
+            notes[name] = "disabled by configuration (SANDBOX_DISABLE_LAYERS)"
+    if not wanted["mountns"] and wanted["pidns"]:
+        wanted["pidns"] = False  # its /proc needs a mount namespace
+        notes["pidns"] = "needs mountns (for the job's own /proc), which is disabled"
+    plan = namespaces.NamespacePlan(
+        pid=wanted["pidns"], mount=wanted["mountns"], ipc=wanted["ipcns"],
+        uts=wanted["utsns"], tmp_bytes=config.tmp_bytes,
+        pid_max=config.nproc + 2,
+        keep=tuple(dict.fromkeys(os.path.realpath(p) for p in (
+            *read_only_paths(config), config.work_root))),
+        work_root=os.path.realpath(config.work_root),
+    )
+    if not plan.layers():
+        return plan
+    error = _in_child(lambda: _namespace_probe(plan))
+    if error is None:
+        if plan.mount and not plan.job_tmp():
+            notes["tmp"] = ("the interpreter or a read path lives under /tmp, so a job's /tmp "
+                            "stays the host's (Landlock keeps it out of reach) instead of "
+                            "becoming its own directory")
+        return plan
+    for name in plan.layers():
+        notes[name] = error
+    return namespaces.NamespacePlan()
+
+
+def _namespace_probe(plan: namespaces.NamespacePlan) -> None:
+    if plan.pid:
+        linux.unshare(linux.CLONE_NEWPID)
+    error = _in_child(lambda: _namespace_child(plan))
+    if error is not None:
+        raise RuntimeError(error)
+
+
+def _namespace_child(plan: namespaces.NamespacePlan) -> None:
+    namespaces.enter(plan)
+    if plan.pid:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        if os.getpid() != 1 or pids != ["1"]:
+            raise RuntimeError(f"the new /proc shows pids {pids[:5]} (we are {os.getpid()})")
+
+
+def _cgroup_note() -> str:
+    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return ("no cgroup v2 hierarchy at /sys/fs/cgroup (cgroup v1 or hybrid host): "
+                "RLIMIT_AS bounds each process of a job, not its total")
+    return "cgroup v2 per job is not implemented yet: RLIMIT_AS bounds each process"
 
 
 def _plan_landlock(plan: Plan, config: ProbeConfig, layers: list[str],
@@ -88,8 +155,10 @@ def _plan_landlock(plan: Plan, config: ProbeConfig, layers: list[str],
         plan.notes["landlock-fs"] = "Landlock is not available in this kernel"
         return
     # read_write stays empty: each job's own directory is added at dispatch, nothing else.
+    # The job's own /proc (its PID namespace's) is safe to read; the host's is not.
+    own_proc = ("/proc",) if plan.ns.pid and plan.ns.mount else ()
     policy = landlock.Policy(
-        read_only=read_only_paths(config), read_write=(),
+        read_only=read_only_paths(config) + own_proc, read_write=(),
         allow_exec=config.allow_exec,
         restrict_net="landlock-net" not in config.disabled,
         scope="landlock-scope" not in config.disabled,
@@ -118,8 +187,10 @@ def _plan_seccomp(plan: Plan, config: ProbeConfig, layers: list[str],
     if "seccomp" in config.disabled:
         plan.notes["seccomp"] = "disabled by configuration (SANDBOX_DISABLE_LAYERS)"
         return
+    shared_uid = plan.uid_base is None
     try:
-        program = seccomp_filter.compile_filter(config.allow_exec)
+        program = seccomp_filter.compile_filter(config.allow_exec, shared_uid=shared_uid,
+                                                private_ipc=plan.ns.ipc)
     except Exception as exc:  # missing libseccomp, unknown arch, ...
         plan.notes["seccomp"] = f"cannot compile the filter: {exc}"
         return
@@ -136,6 +207,8 @@ def _plan_seccomp(plan: Plan, config: ProbeConfig, layers: list[str],
     if usable("seccomp", attempt):
         plan.seccomp_bpf = program
         layers.append("seccomp")
+        if shared_uid:
+            layers.append("seccomp-metadata")
 
 
 def read_only_paths(config: ProbeConfig) -> tuple[str, ...]:
@@ -146,7 +219,7 @@ def read_only_paths(config: ProbeConfig) -> tuple[str, ...]:
     """
     candidates: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix]
     candidates += [p for p in sys.path if p and os.path.isabs(p)]
-    candidates += _SYSTEM_READ_PATHS + config.extra_read_paths
+    candidates += [*_SYSTEM_READ_PATHS, *config.extra_read_paths]
     if config.allow_exec:
         candidates += _EXEC_PATHS
     root = os.path.realpath(config.work_root)
@@ -190,8 +263,11 @@ def _enter_netns() -> None:
     linux.write_id_maps(uid, gid)
 
 
-def _uid_probe(config: ProbeConfig) -> None:
+def _uid_probe(config: ProbeConfig, ns: namespaces.NamespacePlan) -> None:
     assert config.uid_base is not None
+    # Where the job would be: its mount namespace with the veils (no /proc, no pid_max: this
+    # probe is not in a PID namespace of its own).
+    namespaces.enter(dataclasses.replace(ns, pid=False, ipc=False, uts=False))
     uid = config.uid_base
     os.setgroups([])
     os.setresgid(uid, uid, uid)

@@ -36,6 +36,33 @@ DENIED = (
     "socket",
 )
 EXEC_SYSCALLS = ("execve", "execveat")
+#: Watching files: inotify and fanotify reveal the host's and siblings' activity (and names)
+#: wherever a path can be resolved, which Landlock does not govern.
+WATCH_SYSCALLS = ("inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init",
+                  "fanotify_mark")
+#: System V IPC and POSIX message queues are per IPC namespace: without one of its own a job
+#: would share them with the host and every other job (and leave state behind).
+IPC_SYSCALLS = (
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl",
+    "msgget", "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend",
+    "mq_timedreceive", "mq_notify", "mq_getsetattr",
+)
+#: With the worker's uid the job owns what the worker owns, and Landlock does not govern
+#: metadata: every change of mode, owner, times or extended attributes is refused (EPERM),
+#: even on the job's own files (the filter cannot tell them apart: it sees no paths). So in
+#: that mode shutil.copy/copy2 fail at their copymode/copystat step; copyfile works.
+METADATA_SYSCALLS = (
+    "chmod", "fchmod", "fchmodat", 452,  # fchmodat2
+    "chown", "fchown", "lchown", "fchownat",
+    "utime", "utimes", "utimensat", "futimesat",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+)
+#: Calls that take a pid (argument 0) and change another process: only 0 (the caller) passes.
+#: The uid and Landlock's signal scoping do not stop these; a PID namespace does, this too.
+SELF_ONLY = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam",
+             "sched_setattr", "migrate_pages", "move_pages")
+_SOCK_STREAM = 1
+_AF_UNIX = 1
 
 _CLONE_NAMESPACE_FLAGS = (
     0x00020000,  # CLONE_NEWNS
@@ -48,17 +75,41 @@ _CLONE_NAMESPACE_FLAGS = (
 )
 
 
-def compile_filter(allow_exec: bool) -> bytes:
-    """Build the filter with pyseccomp and return the raw BPF program."""
+def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
+                   private_ipc: bool = False) -> bytes:
+    """Build the filter with pyseccomp and return the raw BPF program.
+
+    ``shared_uid``: the job holds the worker's uid (no uid layer), so the metadata calls are
+    closed too. ``private_ipc``: the job has an IPC namespace of its own, so SysV IPC and
+    POSIX message queues stay open (private, and gone with the job).
+    """
     import pyseccomp as sc  # imported here: only the zygote needs libseccomp
 
     deny = sc.ERRNO(errno.EPERM)
     flt = sc.SyscallFilter(defaction=sc.ALLOW)
     # A syscall from another ABI (i386 int 0x80, x32) would dodge a native deny-list.
     flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
-    names = DENIED + (() if allow_exec else EXEC_SYSCALLS)
+    names: list[str | int] = [*DENIED, *WATCH_SYSCALLS]
+    names += [] if allow_exec else EXEC_SYSCALLS
+    names += [] if private_ipc else IPC_SYSCALLS
+    names += METADATA_SYSCALLS if shared_uid else []
     for name in names:
         flt.add_rule(deny, name)
+    # Full 64-bit comparisons: a pid with garbage in the upper half is not 0 either.
+    for name in SELF_ONLY:
+        flt.add_rule(deny, name, sc.Arg(0, sc.NE, 0))
+    # setpriority(which, who): PRIO_PROCESS (0) of the caller (0) only; PRIO_USER with
+    # who=0 would mean every process of the uid.
+    flt.add_rule(deny, "setpriority", sc.Arg(0, sc.NE, 0))
+    flt.add_rule(deny, "setpriority", sc.Arg(1, sc.NE, 0))
+    flt.add_rule(deny, "ioprio_set")
+    # socketpair(AF_UNIX, SOCK_STREAM) only: a datagram or seqpacket pair can sendto() any
+    # pathname socket on the host (Landlock does not restrict that); a connected stream
+    # socket ignores addresses. The type's low 4 bits (flags above them are allowed).
+    flt.add_rule(deny, "socketpair", sc.Arg(0, sc.NE, _AF_UNIX))
+    for kind in range(16):
+        if kind != _SOCK_STREAM:
+            flt.add_rule(deny, "socketpair", sc.Arg(1, sc.MASKED_EQ, 0xF, kind))
     for flag in _CLONE_NAMESPACE_FLAGS:
         flt.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     # clone3 passes its flags in memory the filter cannot read; ENOSYS makes libc fall back

@@ -1,7 +1,7 @@
 """Sandbox configuration (``SANDBOX_*``), read once in main and passed to the factory.
 
 ``SANDBOX_LEVEL`` names what the host must provide; a host that falls short stops the
-worker at start with SandboxUnavailable naming the missing layer, unless the operator
+worker at start with SandboxRefused naming the missing layer, unless the operator
 explicitly accepts less with ``SANDBOX_ALLOW_DEGRADED=true``. Lists are comma-separated.
 """
 
@@ -50,6 +50,8 @@ class SandboxSettings(BaseSettings):
     #: Per-job process budget (RLIMIT_NPROC, counted per job where the host allows).
     nproc: Annotated[int, Field(ge=1, le=4096)] = 64
     nofile: Annotated[int, Field(ge=16, le=65536)] = 64
+    #: Size of each private tmpfs (/tmp, /var/tmp, /dev/shm) a job gets in its mount namespace.
+    tmp_mb: Annotated[int, Field(ge=1, le=4096)] = 64
     #: A job printing more than this many times its output cap is killed (output_limit).
     output_kill_factor: Annotated[int, Field(ge=1, le=1024)] = 64
     #: Seconds to wait for the zygote's hello (probing, pre-imports) at start.

@@ -24,7 +24,12 @@ from pathlib import Path
 import structlog
 
 from executor_worker.sandbox import levels, protocol
-from executor_worker.sandbox.api import SandboxJob, SandboxOutcome, SandboxUnavailable
+from executor_worker.sandbox.api import (
+    SandboxJob,
+    SandboxOutcome,
+    SandboxRefused,
+    SandboxUnavailable,
+)
 from executor_worker.sandbox.jobdir import (
     instance_dir_name,
     make_job_dir,
@@ -37,7 +42,6 @@ from executor_worker.sandbox.pipes import PipeReader
 from executor_worker.sandbox.python_binary import real_python
 from executor_worker.sandbox.settings import SandboxSettings
 from executor_worker.sandbox.verdict import Verdict, classify
-from executor_worker.sandbox.zygote_child import SETUP_FAILED_EXIT, SETUP_FAILED_MARKER
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +75,8 @@ class ZygoteSandbox:
         self._uid_base: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._ctrl: socket.socket | None = None
-        self._waiting: dict[str, asyncio.Future[int]] = {}
+        #: job key -> (wait status, setup error): the error comes only from the zygote.
+        self._waiting: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
         self._free_slots: list[int] = list(range(settings.concurrency))
         self._slot_sem = asyncio.Semaphore(settings.concurrency)
         self._start_lock = asyncio.Lock()
@@ -90,7 +95,7 @@ class ZygoteSandbox:
             try:
                 gaps = levels.check(self._settings.level, layers,
                                     self._settings.allow_degraded, self._notes)
-            except SandboxUnavailable:
+            except SandboxRefused:
                 await self.close()
                 raise
             self._layers = layers
@@ -140,7 +145,7 @@ class ZygoteSandbox:
             # In a shared /tmp someone else could have created it first, or planted a
             # symlink to a directory we would then chmod and fill.
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-                raise SandboxUnavailable(
+                raise SandboxRefused(
                     f"SANDBOX_WORK_DIR {self._work_dir} is not a directory (symlinks refused) "
                     f"owned by uid {os.geteuid()}"
                 )
@@ -152,7 +157,7 @@ class ZygoteSandbox:
             self._root.mkdir(exist_ok=True)
             os.chmod(self._root, 0o711 if os.geteuid() == 0 else 0o700)
         except OSError as exc:
-            raise SandboxUnavailable(f"cannot prepare SANDBOX_WORK_DIR: {exc}") from exc
+            raise SandboxRefused(f"cannot prepare SANDBOX_WORK_DIR: {exc}") from exc
 
     async def _launch(self) -> protocol.Message:
         mine, theirs = protocol.socketpair()
@@ -162,6 +167,7 @@ class ZygoteSandbox:
             "disabled": sorted(s.disabled_layers), "allow_exec": s.allow_exec,
             "uid_base": s.uid_base, "work_root": str(self._root),
             "extra_read_paths": list(s.extra_read_paths), "nproc": s.nproc,
+            "tmp_bytes": s.tmp_mb * 1024 * 1024,
             "supervisor_pid": os.getpid(),
         }
         try:
@@ -173,7 +179,7 @@ class ZygoteSandbox:
                 pass_fds=(theirs.fileno(),), cwd="/",
             )
         except OSError as exc:
-            raise SandboxUnavailable(f"cannot start the zygote ({self._python}): {exc}") from exc
+            raise SandboxRefused(f"cannot start the zygote ({self._python}): {exc}") from exc
         finally:
             theirs.close()
         mine.setblocking(False)
@@ -184,11 +190,11 @@ class ZygoteSandbox:
         except TimeoutError:
             mine.close()
             await self._kill_zygote()
-            raise SandboxUnavailable("zygote did not report its layers in time") from None
+            raise SandboxRefused("zygote did not report its layers in time") from None
         if not data:
             mine.close()
             await self._kill_zygote()
-            raise SandboxUnavailable("zygote exited during start-up (see worker stderr)")
+            raise SandboxRefused("zygote exited during start-up (see worker stderr)")
         hello: protocol.Message = json.loads(data)
         self._ctrl = mine
         loop.add_reader(mine.fileno(), self._on_ctrl)
@@ -218,7 +224,9 @@ class ZygoteSandbox:
             if message.get("op") == "exited":
                 fut = self._waiting.get(message["id"])
                 if fut is not None and not fut.done():
-                    fut.set_result(int(message["status"]))
+                    error = message.get("setup_error")
+                    fut.set_result((int(message["status"]),
+                                    None if error is None else str(error)))
 
     def _zygote_lost(self, why: str) -> None:
         """Forget a dead zygote; the next run() starts a new one."""
@@ -258,7 +266,12 @@ class ZygoteSandbox:
 
     async def run(self, job: SandboxJob) -> SandboxOutcome:
         if not self.ready():
-            await self.start()  # the zygote died: start a new one (or raise)
+            # The zygote died: start a new one. It started with this configuration before,
+            # so a refusal now is the host's passing state, not a configuration error.
+            try:
+                await self.start()
+            except SandboxRefused as exc:
+                raise SandboxUnavailable(f"cannot restart the zygote: {exc}") from exc
         async with self._slot_sem:
             slot = self._free_slots.pop()
             try:
@@ -297,7 +310,7 @@ class ZygoteSandbox:
         (out_r, out_w), (err_r, err_w) = os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
         readers += [PipeReader(loop, out_r, out, check_flood),
                     PipeReader(loop, err_r, err, check_flood)]
-        fut: asyncio.Future[int] = loop.create_future()
+        fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
         self._waiting[key] = fut
         limits = {
             "memory": job.memory_mb * 1024 * 1024,
@@ -327,7 +340,7 @@ class ZygoteSandbox:
 
         timers.append(loop.call_later(job.timeout_s, on_timeout))
         try:
-            status = await fut
+            status, setup_error = await fut
         finally:
             for timer in timers:
                 timer.cancel()
@@ -337,10 +350,12 @@ class ZygoteSandbox:
         if pending:
             # The process group is dead: EOF follows unless something escaped it.
             await asyncio.wait(pending, timeout=_DRAIN_GRACE_S)
+        if setup_error is not None:
+            # Reported by the zygote from the child's channel, which the child closes before
+            # the job's code runs: nothing the job prints or exits with can get here.
+            raise SandboxUnavailable(f"sandbox setup failed: {setup_error}")
         returncode = os.waitstatus_to_exitcode(status)
         stderr = err.text()
-        if returncode == SETUP_FAILED_EXIT and stderr.startswith(SETUP_FAILED_MARKER):
-            raise SandboxUnavailable(stderr.strip())
         verdict = classify(returncode, timed_out, stderr, job)
         if flooded and not timed_out:
             verdict = Verdict("failed", None, verdict.signal, "output_limit",

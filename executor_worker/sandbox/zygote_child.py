@@ -1,12 +1,16 @@
 """One job process: forked by the zygote ahead of time, confined when its job arrives.
 
-Before a job exists the child does the job-independent, slow part (own session, new network
-namespace). When the ``run`` message arrives it chdirs into the job directory, builds the
-Landlock ruleset while it can still open paths, takes the job's stdout/stderr, closes every
+Before a job exists the child does the job-independent, slow part (own session; its own
+PID, mount, IPC and UTS namespaces, see namespaces.py: then the forked process is the
+namespace's init and the job runs in its only child; the Landlock ruleset is built there
+too, while paths can still be opened). When the ``run`` message arrives it chdirs into the
+job directory, adds it to the ruleset, takes the job's stdout/stderr, closes every
 other descriptor (the zygote's and the supervisor's channels included), sets rlimits, drops
 to the slot's uid (or drops capabilities), sets no-new-privs, enforces Landlock and seccomp,
-and only then reads and runs the code. Any failure before the code runs aborts the job:
-a weaker sandbox than reported is never used. Standard library only.
+tells the zygote over its channel that it is confined, closes that channel, and only then
+reads and runs the code. Any failure before the code runs aborts the job (a weaker sandbox
+than reported is never used) and is reported over the channel: nothing the job prints or
+exits with can pass for a setup failure. Standard library only.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from executor_worker.sandbox import landlock, linux, protocol
+from executor_worker.sandbox import landlock, linux, namespaces, protocol
 
-#: Exit status and stderr marker for "the sandbox could not be set up" (never user code).
+#: Exit status and stderr line of a child whose sandbox could not be set up. For people
+#: reading logs only: the zygote learns of setup failures over the child's channel.
 SETUP_FAILED_EXIT = 119
 SETUP_FAILED_MARKER = "llmexec-sandbox: setup failed:"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -43,6 +48,7 @@ class Plan:
     landlock_abi: int = 0
     landlock_policy: landlock.Policy | None = None
     seccomp_bpf: bytes | None = None
+    ns: namespaces.NamespacePlan = field(default_factory=namespaces.NamespacePlan)
     nproc: int = 64
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -57,16 +63,46 @@ class Prepared:
     main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
 
 
+def child_main(chan: socket.socket, plan: Plan) -> int:
+    """Everything a freshly forked child does; returns the exit status for os._exit."""
+    os.setsid()  # own session and process group: killpg reaches every descendant
+    if plan.ns.pid:
+        linux.set_parent_death_signal(signal.SIGKILL)  # init gone: the kernel kills the job
+    namespaces.enter(plan.ns)
+    if plan.ns.pid:
+        job = os.fork()
+        if job:
+            return _init(chan, job)
+    return serve_one(chan, plan, prepare(plan))
+
+
+def _init(chan: socket.socket, job: int) -> int:
+    """PID 1 of the job's namespace: reap what the job leaves, relay the job's own wait
+    status (init cannot be killed from inside its namespace, so the job must not be it),
+    then exit: the kernel kills whatever of the job is still running."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_DFL)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        if pid == job:
+            with contextlib.suppress(OSError):
+                protocol.send(chan, {"op": "status", "status": status})
+            return 0
+
+
 def prepare(plan: Plan) -> Prepared:
     """Job-independent setup, done right after the fork so a job does not wait for it."""
-    os.setsid()  # own session and process group: killpg reaches every descendant
-    if plan.userns:
-        # No id maps: writing them costs ~0.45 ms, and an unmapped job (it sees uid 65534)
-        # still creates files as its real uid and can create no namespace of its own.
-        linux.unshare(linux.CLONE_NEWUSER)
+    if plan.userns and not plan.ns.job_tmp():
+        _enter_userns()
     ready = Prepared(zygote_pid=os.getppid())
     if plan.landlock_abi and plan.landlock_policy is not None:
         ready.ruleset = landlock.build_ruleset(plan.landlock_abi, plan.landlock_policy)
+        # The private tmpfs mounts exist only in this mount namespace: granted here.
+        landlock.allow_read_write(ready.ruleset, plan.landlock_abi, plan.ns.private_dirs(),
+                                  plan.landlock_policy.allow_exec)
     with open("/proc/self/statm") as fh:
         ready.baseline_vm = int(fh.read().split()[0]) * _PAGE
     # Text layers over fds 0-2 now; dup2 swaps the files underneath them at dispatch.
@@ -77,22 +113,37 @@ def prepare(plan: Plan) -> Prepared:
     return ready
 
 
+def _enter_userns() -> None:
+    # No id maps: writing them costs ~0.45 ms, and an unmapped job (it sees uid 65534)
+    # still creates files as its real uid and can create no namespace of its own.
+    linux.unshare(linux.CLONE_NEWUSER)
+
+
 def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
     """Wait for the job, confine, run it; returns the exit status for os._exit."""
     message, fds = protocol.recv(chan)
     if message is None or message.get("op") != "run" or len(fds) != 2:
         return 0  # the zygote is shutting down its pool
     out_fd, err_fd = fds
+    chan_fd = chan.detach()
     try:
-        _confine(message, plan, ready, out_fd, err_fd, chan)
+        _confine(message, plan, ready, out_fd, err_fd, chan_fd)
+        # The last thing before the code: from here on nothing the job does reaches the
+        # zygote but its exit status.
+        _tell(chan_fd, {"op": "confined"})
+        os.close(chan_fd)
     except BaseException as exc:  # any failure means: do not run the code
-        _report_setup_failure(exc)
+        _report_setup_failure(exc, chan_fd)
         return SETUP_FAILED_EXIT
     return _execute(ready.main)
 
 
+def _tell(chan_fd: int, message: dict[str, Any]) -> None:
+    os.write(chan_fd, json.dumps(message).encode())
+
+
 def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, err_fd: int,
-             chan: socket.socket) -> None:
+             chan_fd: int) -> None:
     job_dir: str = message["dir"]
     slot: int = message["slot"]
     limits: dict[str, int] = message["limits"]
@@ -102,19 +153,24 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
         assert plan.landlock_policy is not None
         landlock.allow_read_write(ruleset, plan.landlock_abi, (job_dir,),
                                   plan.landlock_policy.allow_exec)
+    if namespaces.bind_job_tmp(plan.ns):
+        home = namespaces.JOB_TMP  # the job's directory, under the one name it can reach
+        if plan.userns:
+            _enter_userns()  # after the bind: the job's user namespace owns no mounts
+    else:
+        home = job_dir
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
-    chan.detach()
-    # Nothing but stdin/stdout/stderr (and the ruleset, closed once enforced) survives:
-    # no path back to the zygote, the supervisor or another job.
-    top = 2**31 - 1  # close_range() makes the size of the range free
-    if ruleset >= 0:
-        os.closerange(3, ruleset)
-        os.closerange(ruleset + 1, top)
-    else:
-        os.closerange(3, top)
+    # Nothing but stdin/stdout/stderr, the ruleset (closed once enforced) and the channel
+    # (closed before the code runs) survives: no path to the supervisor or another job.
+    keep = sorted(fd for fd in (ruleset, chan_fd) if fd >= 3)
+    low = 3
+    for fd in keep:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 2**31 - 1)  # close_range() makes the size of the range free
     _set_rlimits(limits, plan, ready.baseline_vm)
     if plan.uid_base is not None:
         uid = plan.uid_base + slot
@@ -137,7 +193,7 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
     # Nothing inherited but the zygote's thread-pool knobs (constants, never secrets).
     knobs = {name: value for name, value in os.environ.items() if name.endswith("_NUM_THREADS")}
     os.environ.clear()
-    os.environ.update(knobs, HOME=job_dir, TMPDIR=job_dir, LC_CTYPE="C.UTF-8")
+    os.environ.update(knobs, HOME=home, TMPDIR=home, LC_CTYPE="C.UTF-8")
 
 
 def _set_rlimits(limits: dict[str, int], plan: Plan, baseline: int) -> None:
@@ -173,9 +229,12 @@ def _tasks_of_uid(uid: int) -> int:
     return count
 
 
-def _report_setup_failure(exc: BaseException) -> None:
+def _report_setup_failure(exc: BaseException, chan_fd: int) -> None:
+    text = f"{type(exc).__name__}: {exc}"[:2000]
     with contextlib.suppress(OSError):
-        os.write(2, f"{SETUP_FAILED_MARKER} {type(exc).__name__}: {exc}\n".encode())
+        _tell(chan_fd, {"op": "setup_failed", "error": text})
+    with contextlib.suppress(OSError):
+        os.write(2, f"{SETUP_FAILED_MARKER} {text}\n".encode())
 
 
 def _execute(main: types.ModuleType) -> int:

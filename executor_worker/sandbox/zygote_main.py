@@ -36,8 +36,16 @@ class Zygote:
         self._plan = plan
         self._prefork = max(prefork, 1)
         self._idle: collections.deque[tuple[int, socket.socket]] = collections.deque()
-        self._jobs: dict[int, tuple[str, int]] = {}  # pid -> (job id, slot)
+        #: pid -> (job id, slot, the child's channel: it reports "confined" on it, and its
+        #: init the job's wait status)
+        self._jobs: dict[int, tuple[str, int, socket.socket]] = {}
+        # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
+        # then back to ours (setns) so the next unshare may create another.
+        self._own_pidns = _own_pidns_if_reenterable() if plan.ns.pid else -1
         self._pids: dict[str, int] = {}  # job id -> pid
+        #: child pid -> the process group to kill for it, where they differ (an anchor
+        #: process that stays our child while the job's init lives in a new PID namespace)
+        self._groups: dict[int, int] = {}
         self._sweep_uids: dict[int, int] = {}  # sweeper pid -> slot uid
         self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -68,7 +76,7 @@ class Zygote:
             elif message["op"] == "kill":
                 pid = self._pids.get(message["id"])
                 if pid is not None:
-                    _killpg(pid)
+                    _killpg(self._groups.get(pid, pid))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -83,10 +91,10 @@ class Zygote:
                 protocol.send(chan, message, fds)
                 break
             except OSError:
-                continue  # that child died while idle; take the next
-            finally:
                 chan.close()
-        self._jobs[pid] = (message["id"], message["slot"])
+                continue  # that child died while idle; take the next
+        chan.setblocking(False)
+        self._jobs[pid] = (message["id"], message["slot"], chan)
         self._pids[message["id"]] = pid
 
     def _fill_pool(self, wanted: int | None = None) -> None:
@@ -95,7 +103,7 @@ class Zygote:
 
     def _fork_child(self) -> tuple[int, socket.socket]:
         mine, theirs = protocol.socketpair()
-        pid = os.fork()
+        pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
         if pid == 0:
             status = zygote_child.SETUP_FAILED_EXIT
             try:
@@ -103,19 +111,67 @@ class Zygote:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 # Forget the zygote's channels before anything else: detach so a later
                 # garbage collection cannot close a number the job reuses.
-                for sock in [self._ctrl, mine, *(chan for _, chan in self._idle)]:
+                running = [chan for _, _, chan in self._jobs.values()]
+                for sock in [self._ctrl, mine, *(chan for _, chan in self._idle), *running]:
                     sock.detach()
                 self._idle.clear()
                 self._jobs.clear()
                 self._pids.clear()
+                self._groups.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                ready = zygote_child.prepare(self._plan)
-                status = zygote_child.serve_one(theirs, self._plan, ready)
+                status = zygote_child.child_main(theirs, self._plan)
             finally:
                 os._exit(status)
         theirs.close()
         return pid, mine
+
+    def _fork_in_own_pidns(self, mine: socket.socket) -> int:
+        """fork() into a new PID namespace: 0 in the child (its PID 1), its pid here."""
+        if self._own_pidns >= 0:
+            # Root (or a user namespace owning our PID namespace): unshare, fork, and setns
+            # back so that the next unshare may create another namespace.
+            linux.unshare(linux.CLONE_NEWPID)
+            pid = -1
+            try:
+                pid = os.fork()
+            finally:
+                if pid != 0:
+                    linux.setns(self._own_pidns, linux.CLONE_NEWPID)
+            return pid
+        # Unprivileged: our PID namespace is the host's, so setns back is refused. An anchor
+        # child unshares and forks the job's init; it stays our child (it dies with us, the
+        # init dies with it: parent-death signals), waits for the init and mirrors its end.
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        anchor = os.fork()
+        if anchor == 0:
+            os.close(read_end)
+            init = -1
+            try:
+                linux.set_parent_death_signal(signal.SIGKILL)
+                linux.unshare(linux.CLONE_NEWPID)
+                init = os.fork()
+                if init == 0:
+                    os.close(write_end)
+                    return 0
+                os.write(write_end, str(init).encode())
+                os.close(write_end)
+                _, status = os.waitpid(init, 0)
+                if os.WIFSIGNALED(status):
+                    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+                    os.kill(os.getpid(), os.WTERMSIG(status))
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            finally:
+                if init != 0:
+                    os._exit(1)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as fh:
+            data = fh.read()
+        if not data:
+            mine.close()
+            raise RuntimeError("could not fork into a new PID namespace")
+        self._groups[anchor] = int(data)
+        return anchor
 
     def _reap(self) -> None:
         while True:
@@ -130,17 +186,22 @@ class Zygote:
             if job is not None:
                 # The leader is still an unreaped zombie, so its pid (the group id) cannot
                 # be reused yet: whatever it left running in its group dies now.
-                _killpg(pid)
+                _killpg(self._groups.get(pid, pid))
             _, status = os.waitpid(pid, 0)
             if job is None:
                 self._idle = collections.deque(c for c in self._idle if c[0] != pid)
+                self._groups.pop(pid, None)
                 self._sweep_uids.pop(pid, None)
                 continue
-            job_id, slot = job
+            job_id, slot, chan = job
             self._pids.pop(job_id, None)
+            self._groups.pop(pid, None)
             if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
                 self._sweep(self._plan.uid_base + slot)
-            protocol.send(self._ctrl, {"op": "exited", "id": job_id, "status": status})
+            status, setup_error = _job_report(chan, status)
+            chan.close()
+            protocol.send(self._ctrl, {"op": "exited", "id": job_id, "status": status,
+                                       "setup_error": setup_error})
 
     def _sweep(self, uid: int) -> None:
         """Without seccomp a job can setsid() out of its group; its uid cannot escape."""
@@ -152,6 +213,53 @@ class Zygote:
             finally:
                 os._exit(0)
         self._sweep_uids[pid] = uid
+
+
+def _own_pidns_if_reenterable() -> int:
+    """A descriptor of our PID namespace if we may setns() back into it, else -1."""
+    fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            linux.unshare(linux.CLONE_NEWPID)
+            linux.setns(fd, linux.CLONE_NEWPID)
+        except OSError:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status == 0:
+        return fd
+    os.close(fd)
+    return -1
+
+
+def _job_report(chan: socket.socket, status: int) -> tuple[int, str | None]:
+    """The job's wait status and, if its sandbox was never complete, why.
+
+    Only the child's channel says so, and the child closes it before the job's code runs:
+    what the job prints or exits with is always the job's result.
+    """
+    confined, error, relayed = False, None, None
+    while True:
+        try:
+            message, fds = protocol.recv(chan)
+        except (BlockingIOError, OSError, ValueError):
+            break
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            break
+        op = message.get("op")
+        if op == "confined":
+            confined = True
+        elif op == "setup_failed" and not confined:
+            error = str(message.get("error"))[:2000]
+        elif op == "status" and isinstance(message.get("status"), int):
+            relayed = message["status"]  # from the job's init: the job's own ending
+    if not confined:
+        code = os.waitstatus_to_exitcode(status)
+        return status, error or f"the job process ended during sandbox setup (status {code})"
+    return (relayed if relayed is not None else status), None
 
 
 def _killpg(pgid: int) -> None:
@@ -186,6 +294,7 @@ def main(argv: list[str]) -> None:
         allow_exec=config["allow_exec"],
         extra_read_paths=tuple(config["extra_read_paths"]),
         nproc=config["nproc"],
+        tmp_bytes=config["tmp_bytes"],
     )
     plan, layers = probe.detect(probe_config)
     # Entering a user namespace changes our credentials, which clears the death signal.

@@ -4,6 +4,7 @@
     llmexec submit [same request options] [--wait]      (Event Hubs)
     llmexec results follow [--request-id ID] [--json]   (Event Hubs)
     llmexec deadletter list|replay [--request-id ID]    (Event Hubs)
+    llmexec status [--group HUB=GROUP] [--json]        (Event Hubs)
     llmexec worker llm|executor [--port N]
     llmexec schemas export DIR
 
@@ -59,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop reading after this many quiet seconds")
     dead.add_argument("--json", action="store_true")
 
+    from llmexec.cli.status import add_status_arguments  # observability: llmexec status
+
+    add_status_arguments(sub.add_parser(
+        "status", help="backlog per hub and consumer group, dead letters (Event Hubs)"))
+
     worker = sub.add_parser("worker", help="run a worker service until SIGTERM")
     worker.add_argument("kind", choices=["llm", "executor"])
     worker.add_argument("--port", type=int, help="probe/metrics port (llm 8000, executor 8001)")
@@ -83,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
             command = getattr(shared_bus, f"{args.command}_command")
             return int(asyncio.run(command(args)))
+        if args.command == "status":
+            from llmexec.cli.status import status_command
+
+            return asyncio.run(status_command(args))
         if args.command == "worker":
             from llmexec.cli.worker import worker_command
 

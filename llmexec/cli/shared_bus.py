@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from consumers.deadletters import read_dead_letters, replay
 from consumers.results import ResultFollower
 from llmexec.cli.common import EXIT_OK, UsageError, print_result, report, requests_from_args
+from llmexec.cli.progress import Progress, ResultTable
 from llmexec.config import AppConfig, load_config
 from llmexec.embedded import deadline
 from pipeline.bus.factory import build_bus
@@ -49,8 +50,10 @@ async def submit_command(args: argparse.Namespace) -> int:
                 print_result(result, as_json=args.json)
             return EXIT_OK if not early else 1
         try:
-            results = await follower.wait_for([r.request_id for r in requests],
-                                              timeout_s=deadline(cfg, requests))
+            with Progress(len(requests)) as progress:
+                results = await follower.wait_for([r.request_id for r in requests],
+                                                  timeout_s=deadline(cfg, requests),
+                                                  on_result=progress.add)
         finally:
             await follower.close()
         return report(requests, early, results, as_json=args.json)
@@ -64,11 +67,15 @@ async def results_command(args: argparse.Namespace) -> int:
                               start=args.start)
     wanted = set(args.request_id or [])
     seen = 0
+    table = ResultTable(sys.stdout) if not args.json and sys.stdout.isatty() else None
     try:
         async for result in follower.results():
             if wanted and result.request_id not in wanted:
                 continue
-            print_result(result, as_json=args.json)
+            if table is not None:
+                table.add(result)  # a readable row per result on a terminal
+            else:
+                print_result(result, as_json=args.json)
             seen += 1
             if args.count and seen >= args.count:
                 break

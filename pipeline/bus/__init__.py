@@ -1,7 +1,8 @@
-"""Bus ports and backends. Only ``pipeline.bus.eventhubs*`` may import Azure SDKs."""
+"""Bus ports and backends, one package each: ``memory`` (the embedded default) and
+``eventhubs`` (loaded only when configured). Only ``pipeline.bus.eventhubs`` imports Azure
+SDKs; ``pipeline.bus.factory.build_bus`` is the one place that picks a backend."""
 
-from pipeline.bus.memory import MemoryBus
-from pipeline.bus.memory_store import MemoryCheckpointStore
+from pipeline.bus.memory import MemoryBus, MemoryCheckpointStore, MemoryPayloadStore
 from pipeline.bus.ports import (
     MAX_EVENT_BYTES,
     Bus,
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointStore",
     "MemoryBus",
     "MemoryCheckpointStore",
+    "MemoryPayloadStore",
     "OutgoingEvent",
     "Ownership",
     "PartitionContext",

@@ -4,9 +4,11 @@ Wraps any bus. Publishing: a body over the threshold is stored in a payload stor
 its SHA-256 (so a redelivered event stores the same blob and publishes the same
 reference) and replaced by a ``claim_check`` envelope. Receiving: envelopes are resolved
 back to the original body (verified against its hash) before anyone sees them, so the
-processor, workers and consumers never know. An envelope whose blob cannot be fetched is
-delivered as is; decoding it fails with a clear reason and it is dead-lettered with the
-reference, ready to replay.
+processor, workers and consumers never know. Fetching retries transient store errors with
+the pipeline's one retry primitive (``RetryPolicy``); an envelope whose blob cannot be
+fetched (missing: ``PayloadMissingError``, or still unreachable) is delivered as is;
+decoding it fails with a clear reason and it is dead-lettered with the reference, ready to
+replay.
 
 Other systems reading a hub directly see the envelope: ``{"kind": "claim_check",
 "ref": ..., "size": ..., "sha256": ...}`` with the event property ``claim_check=1``.
@@ -14,7 +16,6 @@ Other systems reading a hub directly see the envelope: ``{"kind": "claim_check",
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Sequence
@@ -28,13 +29,17 @@ from pipeline.bus.ports import (
     Bus,
     Checkpoint,
     OutgoingEvent,
+    Ownership,
     PartitionContext,
+    PartitionInfo,
     PartitionReceiver,
     Publisher,
     ReceivedEvent,
     StartPosition,
     Subscription,
 )
+from pipeline.bus.resource import AsyncResource
+from pipeline.retries import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -42,9 +47,14 @@ log = structlog.get_logger(__name__)
 #: AMQP framing of a batch.
 DEFAULT_THRESHOLD = MAX_EVENT_BYTES - 64 * 1024
 CLAIM_PROPERTY = "claim_check"
+#: Fetch tries for one payload: the first, then two retries of a transient store error.
+DEFAULT_FETCH_RETRY = RetryPolicy(max_retries=2, backoff_s=0.2, backoff_max_s=1.0)
 
 
 class PayloadStore(Protocol):
+    """Where claim-checked bodies live. ``get`` raises ``PayloadMissingError`` when nothing
+    is stored under the reference and a ``TransientError`` when the store is unreachable."""
+
     async def put(self, name: str, data: bytes) -> str:
         """Store ``data`` (idempotently) and return a reference for :meth:`get`."""
         ...
@@ -54,25 +64,7 @@ class PayloadStore(Protocol):
     async def close(self) -> None: ...
 
 
-class MemoryPayloadStore:
-    def __init__(self) -> None:
-        self._blobs: dict[str, bytes] = {}
-
-    async def put(self, name: str, data: bytes) -> str:
-        self._blobs[name] = data
-        return f"memory://{name}"
-
-    async def get(self, ref: str) -> bytes:
-        try:
-            return self._blobs[ref.removeprefix("memory://")]
-        except KeyError:
-            raise LookupError(f"no payload at {ref}") from None
-
-    async def close(self) -> None:
-        return None
-
-
-class ClaimCheckPublisher:
+class ClaimCheckPublisher(AsyncResource):
     def __init__(self, inner: Publisher, store: PayloadStore, threshold: int) -> None:
         self._inner = inner
         self._store = store
@@ -99,9 +91,10 @@ class ClaimCheckPublisher:
 
 
 class _ResolvingReceiver:
-    def __init__(self, inner: PartitionReceiver, store: PayloadStore) -> None:
+    def __init__(self, inner: PartitionReceiver, store: PayloadStore, retry: RetryPolicy) -> None:
         self._inner = inner
         self._store = store
+        self._retry = retry
 
     async def on_open(self, ctx: PartitionContext) -> None:
         await self._inner.on_open(ctx)
@@ -120,29 +113,35 @@ class _ResolvingReceiver:
             ref, digest = envelope["ref"], envelope["sha256"]
         except (ValueError, KeyError, TypeError):
             return event
-        for delay in (0.0, 0.2, 1.0):
-            await asyncio.sleep(delay)
-            try:
-                body = await self._store.get(ref)
-            except Exception as exc:  # unreachable or missing: let decoding report it
-                log.warning("claimcheck.fetch_failed", ref=ref, error=str(exc))
-                continue
-            if hashlib.sha256(body).hexdigest() != digest:
-                log.error("claimcheck.hash_mismatch", ref=ref)
-                return event
-            props = {k: v for k, v in event.properties.items() if k != CLAIM_PROPERTY}
-            return replace(event, body=body, properties=props)
-        return event
+
+        async def fetch(_try: int) -> bytes:
+            return await self._store.get(ref)
+
+        def on_retry(tries: int, exc: BaseException) -> None:
+            log.info("claimcheck.fetch_retry", ref=ref, tries=tries, error=str(exc))
+
+        try:
+            body = await self._retry.call(fetch, on_retry)
+        except Exception as exc:  # missing or still unreachable: let decoding report it
+            log.warning("claimcheck.fetch_failed", ref=ref, error=str(exc))
+            return event
+        if hashlib.sha256(body).hexdigest() != digest:
+            log.error("claimcheck.hash_mismatch", ref=ref)
+            return event
+        props = {k: v for k, v in event.properties.items() if k != CLAIM_PROPERTY}
+        return replace(event, body=body, properties=props)
 
 
-class ClaimCheckBus:
+class ClaimCheckBus(AsyncResource):
     """A bus whose publishers offload big bodies and whose subscriptions resolve them."""
 
     def __init__(self, inner: Bus, store: PayloadStore,
-                 threshold: int = DEFAULT_THRESHOLD) -> None:
+                 threshold: int = DEFAULT_THRESHOLD, *,
+                 fetch_retry: RetryPolicy = DEFAULT_FETCH_RETRY) -> None:
         self.inner = inner
         self.store = store
         self._threshold = threshold
+        self._retry = fetch_retry
 
     def publisher(self) -> ClaimCheckPublisher:
         return ClaimCheckPublisher(self.inner.publisher(), self.store, self._threshold)
@@ -150,7 +149,8 @@ class ClaimCheckBus:
     def subscribe(self, hub: str, consumer_group: str, *, owner_id: str | None = None,
                   start: StartPosition = "earliest") -> Subscription:
         return _ResolvingSubscription(
-            self.inner.subscribe(hub, consumer_group, owner_id=owner_id, start=start), self.store
+            self.inner.subscribe(hub, consumer_group, owner_id=owner_id, start=start),
+            self.store, self._retry,
         )
 
     async def partition_ids(self, hub: str) -> list[str]:
@@ -158,6 +158,12 @@ class ClaimCheckBus:
 
     async def list_checkpoints(self, hub: str, consumer_group: str) -> list[Checkpoint]:
         return await self.inner.list_checkpoints(hub, consumer_group)
+
+    async def list_ownership(self, hub: str, consumer_group: str) -> list[Ownership]:
+        return await self.inner.list_ownership(hub, consumer_group)
+
+    async def partition_info(self, hub: str, partition_id: str) -> PartitionInfo:
+        return await self.inner.partition_info(hub, partition_id)
 
     def connected(self) -> bool:
         return self.inner.connected()
@@ -168,12 +174,13 @@ class ClaimCheckBus:
 
 
 class _ResolvingSubscription:
-    def __init__(self, inner: Subscription, store: PayloadStore) -> None:
+    def __init__(self, inner: Subscription, store: PayloadStore, retry: RetryPolicy) -> None:
         self._inner = inner
         self._store = store
+        self._retry = retry
 
     async def run(self, receiver: PartitionReceiver) -> None:
-        await self._inner.run(_ResolvingReceiver(receiver, self._store))
+        await self._inner.run(_ResolvingReceiver(receiver, self._store, self._retry))
 
     async def stop(self) -> None:
         await self._inner.stop()

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-from pipeline.bus.claimcheck import ClaimCheckBus, MemoryPayloadStore
-from pipeline.bus.memory import MemoryBus
-from pipeline.bus.ports import Bus
-from pipeline.settings import BusSettings
+from pipeline.bus.claimcheck import ClaimCheckBus
+from pipeline.bus.memory import MemoryBus, MemoryPayloadStore
+from pipeline.bus.settings import BusSettings
 
 
-def build_bus(settings: BusSettings) -> Bus:
-    """Memory bus without an Event Hub connection string, Event Hubs with one; both with
-    claim check, so events over the 1 MB limit travel as blobs."""
+def build_bus(settings: BusSettings) -> ClaimCheckBus:
+    """Memory bus without Event Hubs configuration, Event Hubs with it; both with claim
+    check, so events over the 1 MB limit travel as blobs. Bad configuration raises one
+    ConfigError line naming the variable. Use as ``async with build_bus(settings) as bus:``
+    (or close it)."""
     if settings.backend == "memory":
         return ClaimCheckBus(MemoryBus(partitions=settings.memory_partitions),
                              MemoryPayloadStore())
     # The Azure SDKs load only when this backend is used.
-    from pipeline.bus.eventhubs import EventHubsBus
-    from pipeline.bus.eventhubs_claims import BlobPayloadStore
+    from pipeline.bus.eventhubs import BlobPayloadStore, EventHubsBus
 
     bus = EventHubsBus(
         settings,
         load_balancing_interval_s=settings.eventhub_load_balancing_interval_s,
         ownership_expiry_s=settings.eventhub_ownership_expiry_s,
     )
-    assert settings.storage_connection_string is not None  # EventHubsBus checked it
-    store = BlobPayloadStore(settings.storage_connection_string.get_secret_value(),
-                             settings.claim_check_container)
-    return ClaimCheckBus(bus, store)
+    return ClaimCheckBus(bus, BlobPayloadStore(bus.clients, settings.claim_check_container))

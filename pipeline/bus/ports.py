@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
 #: Event Hubs' limit for one event (standard tier); batches are filled up to it.
 MAX_EVENT_BYTES = 1024 * 1024
@@ -56,6 +57,20 @@ class Ownership:
     owner_id: str
     last_modified: float = 0.0
     etag: str | None = None
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """What the hub says about one partition (Event Hubs' partition properties): the
+    backlog of a consumer group is ``last_enqueued_sequence_number`` minus its checkpoint."""
+
+    hub: str
+    partition_id: str
+    #: -1 when the partition has never held an event.
+    last_enqueued_sequence_number: int
+    last_enqueued_offset: str | None = None
+    last_enqueued_time: datetime | None = None
+    is_empty: bool = False
 
 
 class Publisher(Protocol):
@@ -122,7 +137,8 @@ class CheckpointStore(Protocol):
 
 
 class Bus(Protocol):
-    """One backend: makes publishers and subscriptions, reports whether it is connected."""
+    """One backend: makes publishers and subscriptions, reports whether it is connected.
+    A bus is an async context manager: ``async with build_bus(settings) as bus:`` closes it."""
 
     def publisher(self) -> Publisher: ...
 
@@ -141,6 +157,23 @@ class Bus(Protocol):
         """The group's checkpoints (what a restarted member resumes from)."""
         ...
 
+    async def list_ownership(self, hub: str, consumer_group: str) -> list[Ownership]:
+        """Who owns which partition of the group (as the checkpoint store records it)."""
+        ...
+
+    async def partition_info(self, hub: str, partition_id: str) -> PartitionInfo:
+        """The partition's last enqueued event (for backlog: ``llmexec status``)."""
+        ...
+
     def connected(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

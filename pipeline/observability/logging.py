@@ -11,6 +11,8 @@ from typing import Literal
 
 import structlog
 
+from pipeline.observability.tracing import add_trace_ids
+
 
 def configure_logging(
     level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto"
@@ -26,6 +28,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

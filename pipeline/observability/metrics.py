@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,12 +53,6 @@ class PipelineMetrics:
         self.checkpoints = Counter(
             "llmexec_checkpoints_total", "Checkpoint writes.", ["worker", "hub"], registry=r
         )
-        self.stuck_seconds = Gauge(
-            "llmexec_partition_stuck_seconds",
-            "Age of the oldest thing holding a partition's checkpoint back (its oldest "
-            "unfinished event, or a failing checkpoint store); 0 when nothing is.",
-            ["worker", "hub", "partition"], registry=r,
-        )
         self.unpublished_bytes = Gauge(
             "llmexec_unpublished_bytes", "Outputs kept for re-publishing.", ["worker"],
             registry=r,
@@ -67,10 +62,33 @@ class PipelineMetrics:
             registry=r,
         )
 
+        self.results = Counter(
+            "llmexec_results_total",
+            "Results published to the results hub, by status (succeeded, failed, timed_out, "
+            "rejected, ...) and the worker that published them.",
+            ["worker", "status"], registry=r,
+        )
+
+        # Declared here for the dashboard and alerts; the partition run sets it (a partition
+        # with work in flight whose checkpoint has not moved for this long).
+        self.partition_stuck = Gauge(
+            "llmexec_partition_stuck_seconds",
+            "Age of the oldest thing holding a partition's checkpoint back (its oldest "
+            "unfinished event, or a failing checkpoint store); 0 when nothing is.",
+            ["worker", "hub", "partition"], registry=r,
+        )
+
+    def count_outputs(self, worker: str, emits: Sequence[Any]) -> None:
+        """Count the results among published outputs, by status."""
+        for emit in emits:
+            if str(getattr(emit.event, "kind", "")) == "result":
+                status = getattr(emit.event, "status", None)
+                self.results.labels(worker, str(getattr(status, "value", status))).inc()
+
     def for_partition(self, worker: str, hub: str, partition: str) -> PartitionMetrics:
         return PartitionMetrics(
             in_flight=self.in_flight.labels(worker),
             checkpoint_lag=self.checkpoint_lag.labels(worker, hub, partition),
             checkpoints=self.checkpoints.labels(worker, hub),
-            stuck_seconds=self.stuck_seconds.labels(worker, hub, partition),
+            stuck_seconds=self.partition_stuck.labels(worker, hub, partition),
         )

@@ -23,11 +23,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from pipeline.bus.memory import MemoryBus, MemoryPublisher
-from pipeline.bus.memory_store import MemoryCheckpointStore
+from pipeline.bus.memory import MemoryBus, MemoryCheckpointStore, MemoryPublisher
 from pipeline.bus.ports import Bus, Checkpoint, OutgoingEvent, Ownership
+from pipeline.bus.settings import BusSettings
 from pipeline.errors import BusUnavailableError
-from pipeline.settings import BusSettings
 
 OUTAGE_S = float(os.environ.get("CHAOS_OUTAGE_S", "5"))
 OWNERSHIP_EXPIRY_S = max(10.0, OUTAGE_S * 2)
@@ -93,9 +92,9 @@ class FaultyPublisher(MemoryPublisher):
 
 
 class FaultyMemoryBus(MemoryBus):
-    def __init__(self, faults: MemoryFaults) -> None:
+    def __init__(self, faults: MemoryFaults, ownership_expiry_s: float = OWNERSHIP_EXPIRY_S) -> None:
         super().__init__(partitions=4, store=FaultyStore(faults), balance_interval_s=0.05,
-                         ownership_expiry_s=OWNERSHIP_EXPIRY_S)
+                         ownership_expiry_s=ownership_expiry_s)
         self.faults = faults
 
     def publisher(self) -> MemoryPublisher:

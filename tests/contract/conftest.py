@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.bus.memory import MemoryBus
 from pipeline.bus.ports import Bus
-from pipeline.settings import BusSettings
+from pipeline.bus.settings import BusSettings
 
 BusFactory = Callable[[], Bus]
 CONTRACT_HUBS = {name: 4 for name in ("h", "in", "exec", "out", "dlq")}

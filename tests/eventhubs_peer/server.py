@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ssl
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .broker import Broker, StoredEvent
@@ -22,6 +24,21 @@ from .faults import PeerFaults
 T = TypeVar("T")
 
 ONE_MB = 1024 * 1024
+
+#: The token types a $cbs put-token may carry, as the service knows them: a shared-access
+#: signature (connection strings) or an Entra ID access token (a token credential).
+SAS_TOKEN_TYPE = "servicebus.windows.net:sastoken"
+JWT_TOKEN_TYPE = "jwt"
+
+
+@dataclass(frozen=True)
+class PutToken:
+    """One $cbs put-token the peer received."""
+
+    token_type: str
+    audience: str
+    token: str
+    status: int
 
 
 def connection_string(host: str, port: int, hub: str | None = None) -> str:
@@ -41,10 +58,17 @@ class PeerServer:
         port: int = 0,
         max_message_size: int = ONE_MB,
         advertised_max_message_size: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        jwt_tokens: Collection[str] | None = None,
     ) -> None:
         self.broker = Broker(dict(hubs))
         self.host = host
         self.port = port
+        #: Serve amqps (TLS) instead of plain AMQP: what a token credential connects to.
+        self.ssl_context = ssl_context
+        #: Entra ID tokens the peer accepts (None: any); SAS tokens are never checked.
+        self.jwt_tokens = None if jwt_tokens is None else frozenset(jwt_tokens)
+        self.put_tokens: list[PutToken] = []
         self.max_message_size = max_message_size
         # What attach advertises; the SDK sizes batches by it. Set it above max_message_size
         # to make the SDK send oversized messages so the peer's own rejection is exercised.
@@ -56,7 +80,9 @@ class PeerServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, ssl=self.ssl_context
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -82,6 +108,26 @@ class PeerServer:
             self.connections.discard(connection)
             if task is not None:
                 self._tasks.discard(task)
+
+    def put_token(self, props: Mapping[str, Any], body: Any) -> tuple[int, str]:
+        """Answer a $cbs put-token like the service: 200 for a known token type (and, for a
+        JWT, a token we were told to accept), 401 for a refused token, 400 otherwise."""
+
+        def text(value: Any) -> str:
+            return value.decode("utf-8") if isinstance(value, bytes) else str(value or "")
+
+        token_type, audience, token = text(props.get("type")), text(props.get("name")), text(body)
+        if text(props.get("operation")) != "put-token":
+            status, description = 400, "unsupported $cbs operation"
+        elif token_type == SAS_TOKEN_TYPE:
+            status, description = 200, "OK"
+        elif token_type == JWT_TOKEN_TYPE:
+            accepted = self.jwt_tokens is None or token in self.jwt_tokens
+            status, description = (200, "OK") if accepted else (401, "InvalidIssuer: token refused")
+        else:
+            status, description = 400, f"unsupported token type {token_type!r}"
+        self.put_tokens.append(PutToken(token_type, audience, token, status))
+        return status, description
 
     def drop_connections(self) -> int:
         dropped = list(self.connections)
@@ -224,6 +270,10 @@ class EventHubsPeer:
     def faults(self) -> PeerFaults:
         """Freeze / refuse-sends switches (thread-safe flags; see faults.py)."""
         return self._server.faults
+
+    def put_tokens(self) -> list[PutToken]:
+        """Every $cbs put-token so far (type, audience, token, the status answered)."""
+        return self._call(lambda: list(self._server.put_tokens)).result(timeout=10)
 
     def connection_count(self) -> int:
         return self._call(lambda: len(self._server.connections)).result(timeout=10)

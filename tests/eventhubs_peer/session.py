@@ -198,7 +198,8 @@ class Session:
         }
         message_id = message.properties.message_id if message.properties else None
         if link.address.kind == "cbs":
-            reply = codec.reply_message(message_id, 200, "OK")
+            status, description = self.connection.peer.put_token(props, message.value)
+            reply = codec.reply_message(message_id, status, description)
         else:
             reply = self._management(props, message_id)
         for other in self.links.values():

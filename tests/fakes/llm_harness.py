@@ -9,13 +9,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from executor_worker.settings import ExecutorSettings
 from llm_worker.anthropic_client import AnthropicGenerator
 from llm_worker.handler import LlmWorker
 from llm_worker.metrics import LlmMetrics
 from llm_worker.settings import LlmSettings
 from llmexec.config import AppConfig
+from pipeline.bus.settings import BusSettings
 from pipeline.handling import Emit, EventContext
-from pipeline.settings import BusSettings, ExecutionSettings, ProcessorSettings
+from pipeline.settings import ProcessorSettings
 from schemas import Event
 
 
@@ -30,7 +32,7 @@ def llm_config(base_url: str | None, *, api_key: str | None = "test-key",
     return AppConfig.build(
         bus=BusSettings(memory_partitions=partitions),
         processor=ProcessorSettings(**proc),
-        execution=ExecutionSettings(**{"execution_timeout": 10, **(execution or {})}),
+        execution=ExecutorSettings(**{"execution_timeout": 10, **(execution or {})}),
         llm=LlmSettings(**llm_fields),
     )
 

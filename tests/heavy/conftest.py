@@ -9,18 +9,18 @@ import pytest
 from kubernetes import client
 
 from executor_worker.heavy.kube import KubernetesJobRunner
+from executor_worker.settings import ExecutorSettings
 from pipeline.bus.ports import OutgoingEvent
-from pipeline.settings import ExecutionSettings
 from schemas import ExecRoute, ExecutionCommand, HubNames, decode_event
 from tests.fakes.kube_api import FakeKubeApi
 
 HUBS = HubNames("requests", "executions", "results", "deadletter")
 
 
-def heavy_settings(**over: Any) -> ExecutionSettings:
+def heavy_settings(**over: Any) -> ExecutorSettings:
     base: dict[str, Any] = {"heavy_runner": "kubernetes", "heavy_job_namespace": "default",
                             "heavy_job_resync_s": 1.0}
-    return ExecutionSettings(**{**base, **over})
+    return ExecutorSettings(**{**base, **over})
 
 
 def command(request_id: str = "req-1", attempt: int = 1, **over: Any) -> ExecutionCommand:

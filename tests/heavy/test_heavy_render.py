@@ -13,6 +13,7 @@ from executor_worker.heavy.kube import KubernetesJobRunner
 from executor_worker.heavy.render import (
     COMMAND_KEY,
     DEFAULT_TEMPLATE,
+    FINALIZER,
     job_name,
     load_template,
     render_configmap,
@@ -59,11 +60,13 @@ def test_job_carries_the_whole_contract() -> None:
     assert spec["activeDeadlineSeconds"] == 91 + 60  # timeout + start-up grace
     assert spec["ttlSecondsAfterFinished"] == 3600
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
-    assert rules[1]["action"] == "FailJob"
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget",
+                                                                  "status": "True"}]}
+    assert rules[1]["action"] == "FailJob" and "onPodConditions" not in rules[1]
     assert rules[1]["onExitCodes"] == {"containerName": "heavy-executor", "operator": "NotIn",
                                        "values": [0]}
     assert spec["backoffLimit"] >= 0
+    assert meta["finalizers"] == [FINALIZER]
     pod = spec["template"]["spec"]
     assert spec["template"]["metadata"]["labels"]["app"] == "heavy-executor"
     assert spec["template"]["metadata"]["labels"]["llmexec/job"] == meta["name"]
@@ -119,6 +122,32 @@ def test_configmap_holds_the_files_and_the_command_and_is_owned_by_the_job() -> 
     assert ref["kind"] == "Job" and ref["uid"] == "uid-1" and ref["name"] == job_name("req-1", 1)
     assert cm["data"]["main.py"] == "print('hi')"
     assert ExecutionCommand.model_validate_json(cm["data"][COMMAND_KEY]) == cmd
+    assert cm["metadata"]["finalizers"] == [FINALIZER]
+
+
+@pytest.mark.parametrize("minor", [25, 26, 28, 29, 34, 35])
+def test_job_is_rendered_for_the_servers_minor(minor: int) -> None:
+    cmd, s = command(), heavy_settings()
+    job = render_job(cmd, sandbox_job(cmd, s), s, minor=minor)
+    policy = job["spec"].get("podFailurePolicy")
+    if minor < 26:  # alpha and off by default: a 1.25 server would drop it silently
+        assert policy is None and job["spec"]["backoffLimit"] == 1
+        return
+    exit_rule = policy["rules"][1]
+    # Before 1.29 the schema requires onPodConditions on every rule: sent empty there.
+    assert ("onPodConditions" in exit_rule) is (minor < 29)
+    assert exit_rule.get("onPodConditions", []) == []
+    assert policy["rules"][0]["onPodConditions"][0]["status"] == "True"
+
+
+def test_a_template_finalizer_is_kept_and_ours_added_once() -> None:
+    cmd, s = command(), heavy_settings()
+    template = load_template()
+    template = {**template, "metadata": {**template["metadata"], "finalizers": ["x.io/keep"]}}
+    job = render_job(cmd, sandbox_job(cmd, s), s, template)
+    assert job["metadata"]["finalizers"] == ["x.io/keep", FINALIZER]
+    again = render_job(cmd, sandbox_job(cmd, s), s, job)
+    assert again["metadata"]["finalizers"] == ["x.io/keep", FINALIZER]
 
 
 def test_code_above_the_limit_is_refused() -> None:

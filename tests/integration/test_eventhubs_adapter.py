@@ -13,10 +13,11 @@ import pytest
 from pipeline.bus.eventhubs import EventHubsBus
 from pipeline.bus.factory import build_bus
 from pipeline.bus.ports import OutgoingEvent
+from pipeline.bus.settings import BusSettings
 from pipeline.errors import BusUnavailableError, ConfigError, EventTooLargeError
 from pipeline.handling import Emit, EventContext
 from pipeline.processor import Processor
-from pipeline.settings import BusSettings, ProcessorSettings
+from pipeline.settings import ProcessorSettings
 from schemas import Event, ExecutionRequest
 from tests.eventhubs_peer import EventHubsPeer
 from tests.eventhubs_peer.azurite import azurite_or_skip

@@ -25,7 +25,7 @@ from consumers.dedupe import Deduplicator
 from consumers.results import ResultFollower
 from pipeline.bus.factory import build_bus
 from pipeline.bus.ports import Bus
-from pipeline.settings import BusSettings
+from pipeline.bus.settings import BusSettings
 from producers.client import RequestProducer
 from schemas import ExecutionRequest, ExecutionResult, HubNames, ResultStatus
 from tests.eventhubs_peer import EventHubsPeer

@@ -15,9 +15,9 @@ import pytest
 
 from pipeline.bus.eventhubs import EventHubsBus
 from pipeline.bus.ports import OutgoingEvent
+from pipeline.bus.settings import BusSettings
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.processor import Processor
-from pipeline.settings import BusSettings
 from schemas import DeadLetter, ExecutionRequest, decode_event
 from tests.contract.test_processor_contract import HUBS, HubReader, ScriptedHandler, settings
 from tests.eventhubs_peer import EventHubsPeer

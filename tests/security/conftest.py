@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ from executor_worker.sandbox import (
     ZygoteSandbox,
     build_sandbox,
 )
+from executor_worker.sandbox.jobdir import remove_job_dir
 
 CANARY = f"canary-{uuid.uuid4().hex}"
 SECRET_ENV = {
@@ -68,7 +68,7 @@ def work_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="llmexec-sec-"))
     os.chmod(path, 0o711)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    remove_job_dir(path)  # what a hostile job or test left: no recursion, never fails
 
 
 @pytest.fixture

@@ -203,7 +203,14 @@ async def test_writing_outside_the_job_directory_fails(harness: Harness, tmp_pat
         "attempt('mknod', lambda: os.mknod('dev', 0o20666, os.makedev(1, 3)))\n"
     )
     outcome = await harness.run(code, inputs={"targets": targets})
-    denied(outcome.stdout, *(f"t{n}" for n in range(len(targets))), "mkdir", "mknod")
+    # With a mount namespace /tmp and /dev/shm are the job's own tmpfs: writing there works
+    # and reaches nothing of the host (the check below is on the host's paths).
+    private = ("/tmp/llmexec-escape", "/dev/shm/llmexec-escape")
+    own_tmp = "mountns" in harness.sandbox.layers()
+    denied(outcome.stdout, *(f"t{n}" for n, t in enumerate(targets)
+                             if not (own_tmp and t in private)), "mknod")
+    if not own_tmp:
+        denied(outcome.stdout, "mkdir")
     assert existing([*targets, "/tmp/llmexec-escape-dir"]) == []
 
 
@@ -259,8 +266,11 @@ async def test_a_job_that_locks_its_own_directory_is_still_cleaned_up(harness: H
         "import os\n"
         "os.makedirs('deep/er')\n"
         "open('deep/er/f.txt', 'w').write('x')\n"
-        "os.chmod('deep/er', 0)\n"
-        "os.chmod('deep', 0)\n"
+        "for p in ('deep/er', 'deep'):\n"
+        "    try:\n"
+        "        os.chmod(p, 0)\n"
+        "    except PermissionError:\n"
+        "        pass  # refused outright where the job shares the worker's uid\n"
     )
     outcome = await harness.run(code)
     assert outcome.status == "succeeded", outcome

@@ -11,6 +11,7 @@ import pytest
 
 from executor_worker.sandbox import (
     SandboxJob,
+    SandboxRefused,
     SandboxSettings,
     SandboxUnavailable,
     SubprocessSandbox,
@@ -33,7 +34,7 @@ async def test_missing_required_layer_refuses_to_start(
 ) -> None:
     sandbox = build_sandbox(settings_for(work_dir, disable_layers=disabled))
     try:
-        with pytest.raises(SandboxUnavailable, match=named):
+        with pytest.raises(SandboxRefused, match=named):
             await sandbox.start()
         assert not sandbox.ready()
     finally:
@@ -80,7 +81,7 @@ async def test_degraded_start_needs_explicit_opt_in_and_reports_it(
 async def test_minimum_is_never_waived(work_dir: Path) -> None:
     sandbox = build_sandbox(settings_for(work_dir, disable_layers="rlimits",
                                          allow_degraded=True, level="minimal"))
-    with pytest.raises(SandboxUnavailable, match="minimum"):
+    with pytest.raises(SandboxRefused, match="minimum"):
         await sandbox.start()
 
 
@@ -88,7 +89,7 @@ async def test_strict_level_names_what_this_host_lacks(work_dir: Path) -> None:
     sandbox = build_sandbox(settings_for(work_dir, level="strict"))
     try:
         await sandbox.start()
-    except SandboxUnavailable as exc:
+    except SandboxRefused as exc:
         assert isinstance(sandbox, ZygoteSandbox)
         assert "SANDBOX_LEVEL=strict" in str(exc)
         assert "SANDBOX_ALLOW_DEGRADED" in str(exc)
@@ -100,11 +101,15 @@ async def test_strict_level_names_what_this_host_lacks(work_dir: Path) -> None:
 def test_level_requirements() -> None:
     full = ["process", "session", "rlimits", "empty-env", "timeout", "output-cap", "zygote",
             "netns", "uid", "landlock-fs", "landlock-net", "landlock-scope", "seccomp",
-            "no-new-privs"]
+            "no-new-privs", "pidns", "ipcns", "mountns", "utsns", "cgroup"]
     assert missing("strict", full) == []
     unprivileged = [layer for layer in full if layer != "uid"]
-    assert missing("standard", unprivileged) == []
-    assert missing("strict", unprivileged) == ["uid"]
+    # Sharing the worker's uid needs the seccomp metadata rules to meet standard.
+    assert missing("standard", unprivileged) == ["uid or seccomp-metadata"]
+    assert missing("standard", [*unprivileged, "seccomp-metadata"]) == []
+    assert missing("strict", [*unprivileged, "seccomp-metadata"]) == ["uid"]
+    v1_host = [layer for layer in full if layer != "cgroup"]
+    assert missing("strict", v1_host) == ["cgroup"]
     no_landlock = [layer for layer in full if not layer.startswith("landlock")]
     assert missing("standard", no_landlock) == []  # the uid stands in for Landlock
     bare = ["process", "rlimits", "empty-env", "timeout"]
@@ -203,6 +208,6 @@ async def test_work_dir_planted_by_someone_else_is_refused(work_dir: Path) -> No
     planted = work_dir / "jobs"
     planted.symlink_to(target)  # e.g. another local user racing us in a shared /tmp
     sandbox = build_sandbox(settings_for(work_dir))
-    with pytest.raises(SandboxUnavailable, match="SANDBOX_WORK_DIR"):
+    with pytest.raises(SandboxRefused, match="SANDBOX_WORK_DIR"):
         await sandbox.start()
     await sandbox.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.security
 
 @pytest.fixture
 async def pod(secrets: Path, work_dir: Path) -> AsyncIterator[Harness]:
-    sandbox = build_sandbox(settings_for(work_dir, disable_layers="netns,userns,uid"))
+    sandbox = build_sandbox(settings_for(work_dir, disable_layers="netns,userns,uid,pidns,mountns,ipcns,utsns"))
     assert isinstance(sandbox, ZygoteSandbox)
     await sandbox.start()  # no SANDBOX_ALLOW_DEGRADED needed at the standard level
     try:
@@ -76,3 +77,21 @@ async def test_fork_bomb_and_network_and_signals(pod: Harness) -> None:
     assert processes_named("podbomb-sec") == []
     after = await pod.run("print('ok')")
     assert after.stdout == "ok\n"
+
+
+async def test_the_host_attack_classes_in_a_pod(pod: Harness) -> None:
+    """The issue-9 corpus, where neither namespaces nor a uid switch exist: the seccomp
+    rules for a shared uid carry it."""
+    from tests.security import test_host_and_siblings as corpus
+
+    layers = set(pod.sandbox.layers())
+    assert "seccomp-metadata" in layers and not layers & {"pidns", "mountns", "ipcns"}
+    await corpus.test_metadata_of_worker_owned_files_cannot_change(pod)
+    await corpus.test_limits_and_priority_of_other_processes_cannot_change(pod)
+    await corpus.test_sysv_ipc_of_the_host_and_of_other_jobs_is_out_of_reach(pod)
+    await corpus.test_inotify_and_fanotify_are_refused(pod)
+    host_dir = Path(tempfile.mkdtemp(prefix="llmexec-pod-"))
+    try:
+        await corpus.test_unix_datagrams_to_a_host_path_socket_never_arrive(pod, host_dir)
+    finally:
+        os.rmdir(host_dir)

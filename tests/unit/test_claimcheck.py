@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from llmexec.config import AppConfig
 from llmexec.embedded import run_embedded
-from pipeline.bus.claimcheck import CLAIM_PROPERTY, ClaimCheckBus, MemoryPayloadStore
-from pipeline.bus.memory import MemoryBus
+from pipeline.bus.claimcheck import CLAIM_PROPERTY, ClaimCheckBus
+from pipeline.bus.memory import MemoryBus, MemoryPayloadStore
 from pipeline.bus.ports import OutgoingEvent, PartitionContext, ReceivedEvent
 from schemas import DecodeError, ExecutionRequest, ResultStatus, decode_event
 
@@ -61,7 +61,7 @@ async def test_same_payload_twice_stores_one_blob() -> None:
     big = b"y" * (2 * 1024 * 1024)
     for _ in range(2):
         await bus.publisher().publish("h", [OutgoingEvent(big, "k")])
-    assert len(store._blobs) == 1
+    assert len(store.names()) == 1
 
 
 async def test_envelope_whose_blob_is_gone_fails_decoding_with_a_clear_reason() -> None:
@@ -69,7 +69,7 @@ async def test_envelope_whose_blob_is_gone_fails_decoding_with_a_clear_reason() 
     inner = MemoryBus(partitions=1)
     bus = ClaimCheckBus(inner, store)
     await bus.publisher().publish("h", [OutgoingEvent(b"z" * (2 * 1024 * 1024), "k")])
-    store._blobs.clear()
+    store.clear()
     (event,) = await read_all(bus, "h", 1)
     try:
         decode_event(event.body)

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from executor_worker.sandbox import SandboxSettings
+from executor_worker.settings import ExecutorSettings
 from llm_worker.settings import LlmSettings
+from pipeline.bus.settings import BusSettings
 from pipeline.settings import (
-    BusSettings,
-    ExecutionSettings,
     LogSettings,
     ProcessorSettings,
     ServiceSettings,
@@ -37,7 +37,7 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def env_names() -> set[str]:
     names: set[str] = set()
-    for cls in (BusSettings, ExecutionSettings, LlmSettings, LogSettings, ProcessorSettings,
+    for cls in (BusSettings, ExecutorSettings, LlmSettings, LogSettings, ProcessorSettings,
                 ServiceSettings):
         for field_name, info in cls.model_fields.items():
             names.add(field_name.lower())

@@ -12,17 +12,16 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import structlog
 from azure.eventhub import CloseReason, EventData
 from azure.eventhub.aio import EventHubConsumerClient
 from azure.eventhub.aio import PartitionContext as SdkPartitionContext
 
+from pipeline.bus.eventhubs.clients import AzureClients
+from pipeline.bus.eventhubs.errors import translate
 from pipeline.bus.ports import PartitionReceiver, ReceivedEvent, StartPosition
-
-if TYPE_CHECKING:
-    from pipeline.bus.eventhubs import EventHubsBus
 
 log = structlog.get_logger(__name__)
 
@@ -69,23 +68,36 @@ class EventHubsPartitionContext:
     pending: dict[int, EventData] = field(default_factory=dict)
 
     async def checkpoint(self, event: ReceivedEvent) -> None:
-        from pipeline.bus.eventhubs import translate
-
         sdk_event = self.pending.get(event.sequence_number)
         if sdk_event is None:
             return  # already covered by a later checkpoint
         try:
             await self.sdk.update_checkpoint(sdk_event)
         except Exception as exc:
-            raise translate(exc, f"checkpointing {self.hub}/{self.partition_id}") from exc
+            raise translate(exc, f"checkpointing {self.hub}/{self.partition_id}",
+                            service="Blob storage") from exc
         for seq in [s for s in self.pending if s <= event.sequence_number]:
             del self.pending[seq]
 
 
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """The SDK processor's load balancing, and our batch size."""
+
+    load_balancing_interval_s: float = 10.0
+    ownership_expiry_s: float = 60.0
+    max_batch: int = 100
+    load_balancing_strategy: Literal["greedy", "balanced"] = "balanced"
+
+
 class EventHubsSubscription:
-    def __init__(self, bus: EventHubsBus, hub: str, consumer_group: str, *, owner_id: str,
-                 start: StartPosition) -> None:
-        self._bus = bus
+    """Takes what it uses: the clients (consumer client, checkpoint store) and its options."""
+
+    def __init__(self, clients: AzureClients, hub: str, consumer_group: str, *,
+                 owner_id: str, start: StartPosition,
+                 options: ConsumerOptions | None = None) -> None:
+        self._clients = clients
+        self._options = options or ConsumerOptions()
         self.hub = hub
         self.consumer_group = consumer_group
         self.owner_id = owner_id
@@ -99,16 +111,14 @@ class EventHubsSubscription:
         return frozenset(self._contexts)
 
     async def run(self, receiver: PartitionReceiver) -> None:
-        store = await self._bus.checkpoint_store()
-        self._client = EventHubConsumerClient.from_connection_string(
-            self._bus.connection_string,
-            consumer_group=self.consumer_group,
-            eventhub_name=self.hub,
+        store = await self._clients.checkpoint_store()
+        options = self._options
+        self._client = self._clients.consumer(
+            self.hub, self.consumer_group,
             checkpoint_store=store,
-            load_balancing_interval=self._bus.load_balancing_interval_s,
-            partition_ownership_expiration_interval=self._bus.ownership_expiry_s,
-            load_balancing_strategy=self._bus.load_balancing_strategy,
-            **self._bus.consumer_kwargs(),
+            load_balancing_interval=options.load_balancing_interval_s,
+            partition_ownership_expiration_interval=options.ownership_expiry_s,
+            load_balancing_strategy=options.load_balancing_strategy,
         )
 
         async def on_init(sdk: SdkPartitionContext) -> None:
@@ -140,7 +150,7 @@ class EventHubsSubscription:
 
         async with store, self._client:
             receiving = asyncio.create_task(self._client.receive_batch(
-                on_batch, max_batch_size=self._bus.max_batch,
+                on_batch, max_batch_size=options.max_batch,
                 starting_position=(self._start if isinstance(self._start, datetime)
                                    else _START[self._start]),
                 on_partition_initialize=on_init, on_partition_close=on_close,
@@ -164,4 +174,4 @@ class EventHubsSubscription:
         self._stopping.set()
 
 
-__all__ = ["EventHubsPartitionContext", "EventHubsSubscription"]
+__all__ = ["ConsumerOptions", "EventHubsPartitionContext", "EventHubsSubscription"]

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pipeline.bus.ports import Checkpoint, Ownership
+from pipeline.bus.resource import AsyncResource
 
 
-class MemoryCheckpointStore:
+class MemoryCheckpointStore(AsyncResource):
     def __init__(self) -> None:
         self._ownership: dict[tuple[str, str, str], Ownership] = {}
         self._checkpoints: dict[tuple[str, str, str], Checkpoint] = {}

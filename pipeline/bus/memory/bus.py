@@ -9,76 +9,25 @@ members of a consumer group through the checkpoint store; the 1 MB event size li
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import itertools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from pipeline.bus.memory_store import MemoryCheckpointStore
-from pipeline.bus.memory_subscription import MemorySubscription
+from pipeline.bus.memory.partitions import MemoryHub, MemoryPartition, event_size
+from pipeline.bus.memory.store import MemoryCheckpointStore
+from pipeline.bus.memory.subscription import MemorySubscription, MemorySubscriptionOptions
 from pipeline.bus.ports import (
     MAX_EVENT_BYTES,
     Checkpoint,
     OutgoingEvent,
-    ReceivedEvent,
+    Ownership,
+    PartitionInfo,
     StartPosition,
 )
+from pipeline.bus.resource import AsyncResource
 from pipeline.errors import BusUnavailableError, EventTooLargeError
 
 
-def event_size(event: OutgoingEvent) -> int:
-    """Bytes an event counts against the limit: body, key and properties."""
-    props = sum(len(k) + len(v) for k, v in event.properties.items())
-    return len(event.body) + len(event.partition_key or "") + props
-
-
-def partition_for_key(key: str, partitions: int) -> int:
-    """Stable across processes and runs (unlike ``hash()``)."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % partitions
-
-
-@dataclass
-class MemoryPartition:
-    partition_id: str
-    events: list[ReceivedEvent] = field(default_factory=list)
-    next_offset: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def append(self, event: OutgoingEvent) -> None:
-        stored = ReceivedEvent(
-            body=event.body,
-            partition_id=self.partition_id,
-            offset=str(self.next_offset),
-            sequence_number=len(self.events),
-            enqueued_time=datetime.now(UTC),
-            partition_key=event.partition_key,
-            properties=dict(event.properties),
-        )
-        self.events.append(stored)
-        self.next_offset += max(1, event_size(event))
-        # Wake every reader waiting on this partition, then arm a fresh event for the next.
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-
-@dataclass
-class MemoryHub:
-    name: str
-    partitions: list[MemoryPartition]
-    _round_robin: itertools.cycle[int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._round_robin = itertools.cycle(range(len(self.partitions)))
-
-    def route(self, key: str | None) -> MemoryPartition:
-        if key is None:
-            return self.partitions[next(self._round_robin)]
-        return self.partitions[partition_for_key(key, len(self.partitions))]
-
-
-class MemoryBus:
+class MemoryBus(AsyncResource):
     """The embedded default backend. One instance is one namespace."""
 
     def __init__(
@@ -98,9 +47,11 @@ class MemoryBus:
         self._hubs: dict[str, MemoryHub] = {}
         self._closed = False
         self.store = store or MemoryCheckpointStore()
-        self.balance_interval_s = balance_interval_s
-        self.ownership_expiry_s = ownership_expiry_s
-        self.max_batch = max_batch
+        self._options = MemorySubscriptionOptions(
+            balance_interval_s=balance_interval_s,
+            ownership_expiry_s=ownership_expiry_s,
+            max_batch=max_batch,
+        )
 
     def hub(self, name: str) -> MemoryHub:
         if name not in self._hubs:
@@ -122,7 +73,13 @@ class MemoryBus:
         start: StartPosition = "earliest",
     ) -> MemorySubscription:
         return MemorySubscription(
-            self, hub, consumer_group, owner_id=owner_id or uuid.uuid4().hex, start=start
+            self.hub(hub).partitions,
+            self.store,
+            hub,
+            consumer_group,
+            owner_id=owner_id or uuid.uuid4().hex,
+            start=start,
+            options=self._options,
         )
 
     async def partition_ids(self, hub: str) -> list[str]:
@@ -131,13 +88,24 @@ class MemoryBus:
     async def list_checkpoints(self, hub: str, consumer_group: str) -> list[Checkpoint]:
         return await self.store.list_checkpoints(hub, consumer_group)
 
+    async def list_ownership(self, hub: str, consumer_group: str) -> list[Ownership]:
+        return await self.store.list_ownership(hub, consumer_group)
+
+    async def partition_info(self, hub: str, partition_id: str) -> PartitionInfo:
+        events = self.hub(hub).partitions[int(partition_id)].events
+        last = events[-1] if events else None
+        return PartitionInfo(hub, partition_id,
+                             last.sequence_number if last else -1,
+                             last.offset if last else None,
+                             last.enqueued_time if last else None, is_empty=last is None)
+
     def connected(self) -> bool:
         return not self._closed
 
     async def close(self) -> None:
         self._closed = True
 
-    # -- used by publisher and subscriptions --------------------------------------------
+    # -- used by the publisher -----------------------------------------------------------
 
     def append(self, hub: str, events: Sequence[OutgoingEvent]) -> None:
         if self._closed:
@@ -151,13 +119,10 @@ class MemoryBus:
             target.route(event.partition_key).append(event)
 
 
-class MemoryPublisher:
+class MemoryPublisher(AsyncResource):
     def __init__(self, bus: MemoryBus) -> None:
         self._bus = bus
 
     async def publish(self, hub: str, events: Sequence[OutgoingEvent]) -> None:
         self._bus.append(hub, events)
         await asyncio.sleep(0)  # a publish is a suspension point on a real bus too
-
-    async def close(self) -> None:
-        return None

@@ -9,23 +9,28 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import structlog
 
 from pipeline.bus.balancing import plan_claims
+from pipeline.bus.memory.partitions import MemoryPartition
 from pipeline.bus.ports import (
     Checkpoint,
+    CheckpointStore,
     Ownership,
     PartitionReceiver,
     ReceivedEvent,
     StartPosition,
 )
 
-if TYPE_CHECKING:
-    from pipeline.bus.memory import MemoryBus, MemoryPartition
-
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class MemorySubscriptionOptions:
+    balance_interval_s: float = 0.2
+    ownership_expiry_s: float = 2.0
+    max_batch: int = 100
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,10 @@ class MemoryPartitionContext:
     hub: str
     consumer_group: str
     partition_id: str
-    _bus: MemoryBus
+    _store: CheckpointStore
 
     async def checkpoint(self, event: ReceivedEvent) -> None:
-        await self._bus.store.update_checkpoint(
+        await self._store.update_checkpoint(
             Checkpoint(
                 self.hub, self.consumer_group, self.partition_id,
                 event.offset, event.sequence_number,
@@ -45,16 +50,22 @@ class MemoryPartitionContext:
 
 
 class MemorySubscription:
+    """Takes what it reads: the hub's partitions and the group's checkpoint store."""
+
     def __init__(
         self,
-        bus: MemoryBus,
+        partitions: Sequence[MemoryPartition],
+        store: CheckpointStore,
         hub: str,
         consumer_group: str,
         *,
         owner_id: str,
         start: StartPosition,
+        options: MemorySubscriptionOptions | None = None,
     ) -> None:
-        self._bus = bus
+        self._partitions = {p.partition_id: p for p in partitions}
+        self._store = store
+        self._options = options or MemorySubscriptionOptions()
         self.hub = hub
         self.consumer_group = consumer_group
         self.owner_id = owner_id
@@ -77,11 +88,11 @@ class MemorySubscription:
                     now = time.monotonic()
                     failing_since = failing_since or now
                     log.warning("memory.balance_failed", hub=self.hub, error=str(exc))
-                    if now - failing_since >= self._bus.ownership_expiry_s:
+                    if now - failing_since >= self._options.ownership_expiry_s:
                         for pid in list(self._readers):  # cannot renew: let them go cleanly
                             await self._drop(pid, receiver, "ownership_lost")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._bus.balance_interval_s)
+                    await asyncio.wait_for(self._stopping.wait(), self._options.balance_interval_s)
         finally:
             for pid in list(self._readers):
                 await self._drop(pid, receiver, "shutdown")
@@ -100,12 +111,11 @@ class MemorySubscription:
         self._stopping.set()
 
     async def _balance(self, receiver: PartitionReceiver) -> None:
-        store = self._bus.store
-        partition_ids = [p.partition_id for p in self._bus.hub(self.hub).partitions]
+        store = self._store
+        partition_ids = list(self._partitions)
         ownerships = await store.list_ownership(self.hub, self.consumer_group)
-        plan = plan_claims(
-            self.owner_id, partition_ids, ownerships, time.monotonic(), self._bus.ownership_expiry_s
-        )
+        plan = plan_claims(self.owner_id, partition_ids, ownerships, time.monotonic(),
+                           self._options.ownership_expiry_s)
         claims = [
             Ownership(
                 self.hub, self.consumer_group, pid, self.owner_id,
@@ -127,12 +137,12 @@ class MemorySubscription:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        ctx = MemoryPartitionContext(self.hub, self.consumer_group, pid, self._bus)
+        ctx = MemoryPartitionContext(self.hub, self.consumer_group, pid, self._store)
         if not self._abandoned:
             await receiver.on_close(ctx, reason)
 
     async def _release_all(self) -> None:
-        store = self._bus.store
+        store = self._store
         mine = [
             Ownership(o.hub, o.consumer_group, o.partition_id, "", etag=o.etag)
             for o in await store.list_ownership(self.hub, self.consumer_group)
@@ -141,7 +151,7 @@ class MemorySubscription:
         await store.claim_ownership(mine)
 
     async def _start_at(self, partition: MemoryPartition) -> int:
-        checkpoints = await self._bus.store.list_checkpoints(self.hub, self.consumer_group)
+        checkpoints = await self._store.list_checkpoints(self.hub, self.consumer_group)
         for cp in checkpoints:
             if cp.partition_id == partition.partition_id:
                 return cp.sequence_number + 1
@@ -151,14 +161,14 @@ class MemorySubscription:
         return len(partition.events) if self._start == "latest" else 0
 
     async def _read(self, pid: str, receiver: PartitionReceiver) -> None:
-        partition = self._bus.hub(self.hub).partitions[int(pid)]
-        ctx = MemoryPartitionContext(self.hub, self.consumer_group, pid, self._bus)
+        partition = self._partitions[pid]
+        ctx = MemoryPartitionContext(self.hub, self.consumer_group, pid, self._store)
         position = await self._start_at(partition)
         await receiver.on_open(ctx)
         while True:
             changed = partition.changed
             batch: Sequence[ReceivedEvent] = partition.events[
-                position : position + self._bus.max_batch
+                position : position + self._options.max_batch
             ]
             if not batch:
                 await changed.wait()

@@ -1,0 +1,143 @@
+"""Issue 9: the supervisor treats the job directory as hostile. Names are bytes, depth and
+counts are the job's to choose, permissions are the job's to break — none of it may cost a
+result, a hang, a leftover directory or a worker that no longer starts. And the job cannot
+pass itself off as a broken sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from executor_worker.sandbox import SandboxJob, ZygoteSandbox, build_sandbox
+from executor_worker.sandbox.zygote_child import SETUP_FAILED_MARKER
+from tests.security.conftest import Harness, settings_for
+
+pytestmark = pytest.mark.security
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+DEEP = (
+    "import os\n"
+    "for _ in range(inputs['depth']):\n"
+    "    os.mkdir('d')\n"
+    "    os.chdir('d')\n"
+    "open('bottom.txt', 'w').write('x')\n"
+)
+
+
+async def test_non_utf8_names_are_escaped_not_fatal(harness: Harness) -> None:
+    code = (
+        "import os\n"
+        "open(b'caf\\xe9-\\xff.txt', 'wb').write(b'latin')\n"
+        "os.mkdir(b'\\xfe-dir')\n"
+        "open(b'\\xfe-dir/inner', 'wb').write(b'x')\n"
+        "open('plain.txt', 'w').write('ok')\n"
+    )
+    outcome = await harness.run(code)
+    assert outcome.status == "succeeded", outcome
+    names = sorted(a.name for a in outcome.artifacts)
+    assert "plain.txt" in names and len(names) == 3, names
+    for artifact in outcome.artifacts:
+        json.loads(artifact.model_dump_json())  # serialisable, whatever the name was
+        artifact.name.encode("utf-8")  # no lone surrogates
+    assert any("\\xe9" in n or "%E9" in n.upper() for n in names), names
+    assert list(harness.work_dir.iterdir()) == []
+
+
+async def test_deep_trees_cost_neither_the_result_nor_the_directory(harness: Harness) -> None:
+    outcome = await harness.run(DEEP, inputs={"depth": 2500}, timeout_s=20)
+    assert outcome.status == "succeeded", outcome
+    assert list(harness.work_dir.iterdir()) == []
+    assert (await harness.run("print('ok')")).stdout == "ok\n"
+
+
+async def test_huge_counts_are_bounded(harness: Harness) -> None:
+    code = (
+        "import os\n"
+        "for i in range(20000):\n"
+        "    open(f'f{i}', 'w').close()\n"
+        "for i in range(3000):\n"
+        "    os.mkdir(f'dir{i}')\n"
+    )
+    start = time.monotonic()
+    outcome = await harness.run(code, timeout_s=30)
+    assert outcome.status == "succeeded", outcome
+    assert len(outcome.artifacts) <= 64
+    assert time.monotonic() - start < 25
+    assert list(harness.work_dir.iterdir()) == []
+
+
+async def test_a_job_that_locks_and_links_its_tree_is_still_removed(harness: Harness) -> None:
+    code = (
+        "import os\n"
+        "os.makedirs('a/b/c')\n"
+        "open('a/b/c/f', 'w').write('x')\n"
+        "os.symlink('/etc', 'a/etc')\n"
+        "os.symlink('..', 'a/b/up')\n"
+        "os.mkfifo('fifo')\n"
+        "for p in ('a/b/c', 'a/b', 'a'):\n"
+        "    try:\n"
+        "        os.chmod(p, 0)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    outcome = await harness.run(code)
+    assert outcome.status == "succeeded", outcome
+    assert list(harness.work_dir.iterdir()) == []
+    assert _exists("/etc/passwd")  # nothing followed a link out
+
+
+async def test_the_setup_failure_marker_from_a_job_is_just_its_output(harness: Harness) -> None:
+    code = (
+        "import sys\n"
+        f"sys.stderr.write({SETUP_FAILED_MARKER!r} + ' OSError: fake\\n')\n"
+        "sys.exit(119)\n"
+    )
+    outcome = await harness.run(code)  # no SandboxUnavailable: the job ran, this is its result
+    assert (outcome.status, outcome.exit_code) == ("failed", 119), outcome
+    assert outcome.reason_code == "nonzero_exit"
+
+
+def _poison(instance: Path) -> None:
+    instance.mkdir(parents=True)
+    deep = instance / "job-deep"
+    deep.mkdir()
+    fd = os.open(deep, os.O_RDONLY)
+    for _ in range(2500):  # deeper than any recursion limit, without long paths
+        os.mkdir("d", dir_fd=fd)
+        nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.close(fd)
+    odd = instance / "job-odd"
+    odd.mkdir()
+    (odd / "sub").mkdir()
+    open(os.path.join(os.fsencode(odd), b"\xff\xfe"), "wb").close()
+    os.symlink("/etc", odd / "link")
+    os.chmod(odd / "sub", 0)
+    os.chmod(odd, 0)
+
+
+async def test_the_worker_starts_on_a_poisoned_work_dir(work_dir: Path) -> None:
+    jobs = work_dir / "jobs"
+    dead = jobs / f"sbx.{socket.gethostname()}.999999998.deadbeef"
+    _poison(dead)
+    for attempt in range(2):  # and again: whatever was left must not stop the next start
+        sandbox = build_sandbox(settings_for(work_dir))
+        assert isinstance(sandbox, ZygoteSandbox)
+        await sandbox.start()
+        try:
+            outcome = await sandbox.run(SandboxJob(job_id=f"p{attempt}", code="print(1)"))
+            assert outcome.stdout == "1\n"
+        finally:
+            await sandbox.close()
+        assert not dead.exists(), f"start {attempt}: the dead instance was left in place"
+        assert not (jobs / ".quarantine").exists(), "removable, yet quarantined"
+    assert _exists("/etc/passwd")  # nothing followed a link out
