@@ -188,11 +188,10 @@ class PartitionRun:
 
     async def close(self, grace_s: float | None) -> None:
         """Shutdown (``grace_s`` set): let in-flight work (and kept outputs) finish within
-        the grace period, then checkpoint. Lost ownership (``None``): abandon in-flight work
-        at once, then a best-effort checkpoint of the finished prefix, briefly: the SDK also
-        closes a partition this way after a dropped link and re-opens it from the stored
-        checkpoint, and a checkpoint over finished work can never lose anything (at worst a
-        new owner's later write moves it back, which re-delivers, never drops)."""
+        the grace period, then checkpoint. Lost ownership (``None``): abandon at once, no
+        checkpoint, since the new owner is already moving the group's checkpoint (and the
+        SDK re-opens a partition closed after a dropped link from the stored checkpoint it
+        read: a late write of ours would only race it)."""
         self._stuck_gauge.set_function(lambda: 0.0)
         self._flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -215,6 +214,3 @@ class PartitionRun:
         await self._outbox.close()
         if grace_s is not None:
             await self.checkpoint()
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.checkpoint(), min(2.0, self._settings.checkpoint_timeout_s))
