@@ -56,6 +56,8 @@ class SandboxSettings(BaseSettings):
     output_kill_factor: Annotated[int, Field(ge=1, le=1024)] = 64
     #: Seconds to wait for the zygote's hello (probing, pre-imports) at start.
     start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
+    #: Record per-job timing spans (supervisor and zygote) for bench/sandbox.py --trace.
+    trace: bool = False
 
     @field_validator("preimport", "disable_layers", "read_paths", mode="before")
     @classmethod

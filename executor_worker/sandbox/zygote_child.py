@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -89,7 +90,8 @@ def _init(chan: socket.socket, job: int) -> int:
             return 0
         if pid == job:
             with contextlib.suppress(OSError):
-                protocol.send(chan, {"op": "status", "status": status})
+                protocol.send(chan, {"op": "status", "status": status,
+                                     "t": time.monotonic_ns()})
             return 0
 
 
@@ -122,6 +124,7 @@ def _enter_userns() -> None:
 def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
     """Wait for the job, confine, run it; returns the exit status for os._exit."""
     message, fds = protocol.recv(chan)
+    received = time.monotonic_ns()
     if message is None or message.get("op") != "run" or len(fds) != 2:
         return 0  # the zygote is shutting down its pool
     out_fd, err_fd = fds
@@ -130,7 +133,8 @@ def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
         _confine(message, plan, ready, out_fd, err_fd, chan_fd)
         # The last thing before the code: from here on nothing the job does reaches the
         # zygote but its exit status.
-        _tell(chan_fd, {"op": "confined"})
+        _tell(chan_fd, {"op": "confined", "t_received": received,
+                        "t": time.monotonic_ns()})
         os.close(chan_fd)
     except BaseException as exc:  # any failure means: do not run the code
         _report_setup_failure(exc, chan_fd)

@@ -6,6 +6,13 @@ write ends of the job's output pipes. It probes the host's layers, optionally pr
 heavy modules once, keeps children forked ahead, reaps every process that ends up under it
 (it is a child subreaper, so a job's orphans come back to it) and kills a job's whole
 process group when its leader exits or the supervisor asks. Standard library only.
+
+A job is reported ``exited`` as soon as its end is known: with a PID namespace, when the
+job's init relays the job's wait status over the child's channel, *before* the init exits
+and the kernel tears the job's namespaces down (that teardown, ~1-3 ms of mount, IPC and
+PID namespace work, is no part of the job's latency). ``reaped`` follows once the job's
+last process is gone; only then may the supervisor remove the job directory and give the
+slot's uid to another job.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from executor_worker.sandbox import linux, probe, protocol, zygote_child
@@ -31,14 +39,21 @@ _THREAD_KNOBS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 
 class Zygote:
-    def __init__(self, ctrl: socket.socket, plan: zygote_child.Plan, prefork: int) -> None:
+    def __init__(self, ctrl: socket.socket, plan: zygote_child.Plan, prefork: int,
+                 trace: bool = False) -> None:
         self._ctrl = ctrl
         self._plan = plan
         self._prefork = max(prefork, 1)
+        self._trace = trace
         self._idle: collections.deque[tuple[int, socket.socket]] = collections.deque()
         #: pid -> (job id, slot, the child's channel: it reports "confined" on it, and its
         #: init the job's wait status)
         self._jobs: dict[int, tuple[str, int, socket.socket]] = {}
+        #: pid -> what the child's channel said so far (see _job_report)
+        self._said: dict[int, _Said] = {}
+        #: pids whose job was reported exited (from the init's relay) but not yet reaped
+        self._reported: set[int] = set()
+        self._t_run: dict[int, int] = {}  # pid -> monotonic ns of the run message (trace)
         # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
         # then back to ours (setns) so the next unshare may create another.
         self._own_pidns = _own_pidns_if_reenterable() if plan.ns.pid else -1
@@ -46,7 +61,9 @@ class Zygote:
         #: child pid -> the process group to kill for it, where they differ (an anchor
         #: process that stays our child while the job's init lives in a new PID namespace)
         self._groups: dict[int, int] = {}
-        self._sweep_uids: dict[int, int] = {}  # sweeper pid -> slot uid
+        #: sweeper pid -> the job whose "reaped" waits for it (its slot uid is not free
+        #: before every process of that uid is dead)
+        self._sweepers: dict[int, protocol.Message] = {}
         self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wakeup_w)
@@ -62,8 +79,11 @@ class Zygote:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wakeup_r, 4096)
                     self._reap()
-                elif not self._on_message():
-                    return
+                elif key.data == "ctrl":
+                    if not self._on_message():
+                        return
+                else:
+                    self._on_child_channel(key.data)
             self._fill_pool()
 
     def _on_message(self) -> bool:
@@ -96,6 +116,27 @@ class Zygote:
         chan.setblocking(False)
         self._jobs[pid] = (message["id"], message["slot"], chan)
         self._pids[message["id"]] = pid
+        self._said[pid] = _Said()
+        if self._trace:
+            self._t_run[pid] = time.monotonic_ns()
+        if self._plan.ns.pid:
+            # The job's init relays the job's status here before it exits: report then.
+            self._selector.register(chan, selectors.EVENT_READ, pid)
+
+    def _on_child_channel(self, pid: int) -> None:
+        job = self._jobs.get(pid)
+        said = self._said.get(pid)
+        if job is None or said is None:
+            return
+        job_id, _, chan = job
+        eof = _read_channel(chan, said)
+        if said.relayed is not None and pid not in self._reported:
+            # The job has ended (its init reaped it): the result is final. What the job
+            # left running dies as the init exits; the slot stays taken until "reaped".
+            self._reported.add(pid)
+            self._report_exited(pid, job_id, said.relayed, said)
+        if eof or said.relayed is not None:
+            self._selector.unregister(chan)
 
     def _fill_pool(self, wanted: int | None = None) -> None:
         while len(self._idle) < (wanted or self._prefork):
@@ -118,6 +159,8 @@ class Zygote:
                 self._jobs.clear()
                 self._pids.clear()
                 self._groups.clear()
+                self._said.clear()
+                self._reported.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
                 status = zygote_child.child_main(theirs, self._plan)
@@ -191,19 +234,42 @@ class Zygote:
             if job is None:
                 self._idle = collections.deque(c for c in self._idle if c[0] != pid)
                 self._groups.pop(pid, None)
-                self._sweep_uids.pop(pid, None)
+                reaped = self._sweepers.pop(pid, None)
+                if reaped is not None:
+                    protocol.send(self._ctrl, reaped)
                 continue
             job_id, slot, chan = job
             self._pids.pop(job_id, None)
             self._groups.pop(pid, None)
-            if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
-                self._sweep(self._plan.uid_base + slot)
-            status, setup_error = _job_report(chan, status)
+            said = self._said.pop(pid, _Said())
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(chan)
+            _read_channel(chan, said)
             chan.close()
-            protocol.send(self._ctrl, {"op": "exited", "id": job_id, "status": status,
-                                       "setup_error": setup_error})
+            if pid in self._reported:
+                self._reported.discard(pid)
+            else:
+                self._report_exited(pid, job_id, status, said)
+            message: protocol.Message = {"op": "reaped", "id": job_id}
+            if self._trace:
+                message["t_reaped"] = time.monotonic_ns()
+            if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
+                self._sweepers[self._sweep(self._plan.uid_base + slot)] = message
+            else:
+                protocol.send(self._ctrl, message)
 
-    def _sweep(self, uid: int) -> None:
+    def _report_exited(self, pid: int, job_id: str, status: int, said: _Said) -> None:
+        status, setup_error = _job_report(said, status)
+        message: protocol.Message = {"op": "exited", "id": job_id, "status": status,
+                                     "setup_error": setup_error}
+        if self._trace:
+            message["t_run"] = self._t_run.get(pid, 0)
+            message.update(said.times)
+            message["t_exited"] = time.monotonic_ns()
+        self._t_run.pop(pid, None)
+        protocol.send(self._ctrl, message)
+
+    def _sweep(self, uid: int) -> int:
         """Without seccomp a job can setsid() out of its group; its uid cannot escape."""
         pid = os.fork()
         if pid == 0:
@@ -212,7 +278,7 @@ class Zygote:
                 os.kill(-1, signal.SIGKILL)  # every process of this uid but ourselves
             finally:
                 os._exit(0)
-        self._sweep_uids[pid] = uid
+        return pid
 
 
 def _own_pidns_if_reenterable() -> int:
@@ -233,33 +299,58 @@ def _own_pidns_if_reenterable() -> int:
     return -1
 
 
-def _job_report(chan: socket.socket, status: int) -> tuple[int, str | None]:
+class _Said:
+    """What a child's channel carried: "confined" from the child, "setup_failed" from it
+    before that, "status" from the job's init."""
+
+    __slots__ = ("confined", "error", "relayed", "times")
+
+    def __init__(self) -> None:
+        self.times: dict[str, int] = {}  # monotonic ns the child and its init noted
+        self.confined = False
+        self.error: str | None = None
+        self.relayed: int | None = None
+
+
+def _read_channel(chan: socket.socket, said: _Said) -> bool:
+    """Take every pending message into ``said``; True at EOF (or a broken channel)."""
+    while True:
+        try:
+            message, fds = protocol.recv(chan)
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            return True
+        op = message.get("op")
+        if op == "confined":
+            said.confined = True
+            said.times.update(t_child_got_run=_ns(message.get("t_received")),
+                              t_confined=_ns(message.get("t")))
+        elif op == "setup_failed" and not said.confined:
+            said.error = str(message.get("error"))[:2000]
+        elif op == "status" and isinstance(message.get("status"), int):
+            said.relayed = message["status"]  # from the job's init: the job's own ending
+            said.times["t_job_ended"] = _ns(message.get("t"))
+
+
+def _ns(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _job_report(said: _Said, status: int) -> tuple[int, str | None]:
     """The job's wait status and, if its sandbox was never complete, why.
 
     Only the child's channel says so, and the child closes it before the job's code runs:
     what the job prints or exits with is always the job's result.
     """
-    confined, error, relayed = False, None, None
-    while True:
-        try:
-            message, fds = protocol.recv(chan)
-        except (BlockingIOError, OSError, ValueError):
-            break
-        for fd in fds:
-            os.close(fd)
-        if message is None:
-            break
-        op = message.get("op")
-        if op == "confined":
-            confined = True
-        elif op == "setup_failed" and not confined:
-            error = str(message.get("error"))[:2000]
-        elif op == "status" and isinstance(message.get("status"), int):
-            relayed = message["status"]  # from the job's init: the job's own ending
-    if not confined:
+    if not said.confined:
         code = os.waitstatus_to_exitcode(status)
-        return status, error or f"the job process ended during sandbox setup (status {code})"
-    return (relayed if relayed is not None else status), None
+        return status, said.error or f"the job process ended during sandbox setup (status {code})"
+    return (said.relayed if said.relayed is not None else status), None
 
 
 def _killpg(pgid: int) -> None:
@@ -310,7 +401,7 @@ def main(argv: list[str]) -> None:
     # would otherwise write to (and so copy) every page of the zygote's heap.
     gc.collect()
     gc.freeze()
-    Zygote(ctrl, plan, config["prefork"]).serve()
+    Zygote(ctrl, plan, config["prefork"], bool(config.get("trace"))).serve()
 
 
 if __name__ == "__main__":
