@@ -41,6 +41,7 @@ from executor_worker.sandbox.jobdir import (
     instance_dir_name,
     make_job_dir,
     remove_job_dir,
+    remove_plain_job_dir,
     sweep_dead_instances,
 )
 from executor_worker.sandbox.jobfiles import collect_artifacts
@@ -341,7 +342,9 @@ class ZygoteSandbox:
                     await reaped
                 if trace is not None:
                     trace["t_reap_seen"] = time.monotonic_ns()
-                if job_dir is not None:
+                if job_dir is not None and not remove_plain_job_dir(job_dir):
+                    # Whatever the job left (depth, modes, many files): in a thread, so the
+                    # loop keeps serving other jobs' results meanwhile.
                     await asyncio.get_running_loop().run_in_executor(None, remove_job_dir,
                                                                      job_dir)
                 if trace is not None:

@@ -54,6 +54,8 @@ class Zygote:
         #: pids whose job was reported exited (from the init's relay) but not yet reaped
         self._reported: set[int] = set()
         self._t_run: dict[int, int] = {}  # pid -> monotonic ns of the run message (trace)
+        #: pid -> read end of the job's "done" pipe (see _on_done)
+        self._done: dict[int, int] = {}
         # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
         # then back to ours (setns) so the next unshare may create another.
         self._own_pidns = _own_pidns_if_reenterable() if plan.ns.pid else -1
@@ -82,6 +84,8 @@ class Zygote:
                 elif key.data == "ctrl":
                     if not self._on_message():
                         return
+                elif isinstance(key.data, tuple):
+                    self._on_done(key.data[1])
                 else:
                     self._on_child_channel(key.data)
             self._fill_pool()
@@ -103,16 +107,23 @@ class Zygote:
         return True
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
-        while True:
-            if not self._idle:
-                self._fill_pool(1)
-            pid, chan = self._idle.popleft()
-            try:
-                protocol.send(chan, message, fds)
-                break
-            except OSError:
-                chan.close()
-                continue  # that child died while idle; take the next
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            while True:
+                if not self._idle:
+                    self._fill_pool(1)
+                pid, chan = self._idle.popleft()
+                try:
+                    protocol.send(chan, message, [*fds, done_w])
+                    break
+                except OSError:
+                    chan.close()
+                    continue  # that child died while idle; take the next
+        finally:
+            os.close(done_w)
+        os.set_blocking(done_r, False)
+        self._done[pid] = done_r
+        self._selector.register(done_r, selectors.EVENT_READ, ("done", pid))
         chan.setblocking(False)
         self._jobs[pid] = (message["id"], message["slot"], chan)
         self._pids[message["id"]] = pid
@@ -122,6 +133,38 @@ class Zygote:
         if self._plan.ns.pid:
             # The job's init relays the job's status here before it exits: report then.
             self._selector.register(chan, selectors.EVENT_READ, pid)
+
+    def _on_done(self, pid: int) -> None:
+        """The job's code returned: one byte, its exit code. Written by our code after the
+        job's, but the job can reach the pipe too: a byte read here can only end the job
+        early with an exit code of its choosing, which it could have done by exiting."""
+        done_r = self._done.pop(pid, None)
+        if done_r is None:
+            return
+        try:
+            data = os.read(done_r, 16)
+        except OSError:
+            data = b""
+        self._selector.unregister(done_r)
+        os.close(done_r)
+        job = self._jobs.get(pid)
+        said = self._said.get(pid)
+        if job is None or said is None or pid in self._reported or len(data) != 1:
+            return  # EOF (the job closed it or ended otherwise) or noise: wait for the exit
+        _read_channel(job[2], said)  # "confined" was sent before the code ran
+        if not said.confined:
+            return
+        self._reported.add(pid)
+        # Nothing of the job may outlive its result: kill it (its init, and so its PID
+        # namespace) now rather than wait for it to exit.
+        _killpg(self._groups.get(pid, pid))
+        self._report_exited(pid, job[0], data[0] << 8, said)
+
+    def _close_done(self, pid: int) -> None:
+        done_r = self._done.pop(pid, None)
+        if done_r is not None:
+            self._selector.unregister(done_r)
+            os.close(done_r)
 
     def _on_child_channel(self, pid: int) -> None:
         job = self._jobs.get(pid)
@@ -161,6 +204,7 @@ class Zygote:
                 self._groups.clear()
                 self._said.clear()
                 self._reported.clear()
+                self._done.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
                 status = zygote_child.child_main(theirs, self._plan)
@@ -242,6 +286,7 @@ class Zygote:
             self._pids.pop(job_id, None)
             self._groups.pop(pid, None)
             said = self._said.pop(pid, _Said())
+            self._close_done(pid)
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(chan)
             _read_channel(chan, said)
@@ -330,6 +375,9 @@ def _read_channel(chan: socket.socket, said: _Said) -> bool:
             said.confined = True
             said.times.update(t_child_got_run=_ns(message.get("t_received")),
                               t_confined=_ns(message.get("t")))
+            times = message.get("times")
+            if isinstance(times, dict):
+                said.times.update((str(k), _ns(v)) for k, v in list(times.items())[:8])
         elif op == "setup_failed" and not said.confined:
             said.error = str(message.get("error"))[:2000]
         elif op == "status" and isinstance(message.get("status"), int):
