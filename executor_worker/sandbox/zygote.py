@@ -83,8 +83,9 @@ class ZygoteSandbox:
         self._uid_base: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._ctrl: socket.socket | None = None
-        #: job key -> (wait status, setup error): the error comes only from the zygote.
-        self._waiting: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
+        #: job key -> (wait status, setup error, ended by its "done" byte): the error comes
+        #: only from the zygote.
+        self._waiting: dict[str, asyncio.Future[tuple[int, str | None, bool]]] = {}
         #: job key -> resolved when the zygote reports the job's last process gone
         self._reaped: dict[str, asyncio.Future[None]] = {}
         #: Slots (uids) not held by a running job or one still being torn down.
@@ -250,7 +251,8 @@ class ZygoteSandbox:
                 if fut is not None and not fut.done():
                     error = message.get("setup_error")
                     fut.set_result((int(message["status"]),
-                                    None if error is None else str(error)))
+                                    None if error is None else str(error),
+                                    message.get("done") is True))
                     self._note_trace(message)
             elif op == "reaped":
                 reaped = self._reaped.pop(message["id"], None)
@@ -386,7 +388,7 @@ class ZygoteSandbox:
         (out_r, out_w), (err_r, err_w) = os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
         readers += [PipeReader(loop, out_r, out, check_flood),
                     PipeReader(loop, err_r, err, check_flood)]
-        fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
+        fut: asyncio.Future[tuple[int, str | None, bool]] = loop.create_future()
         self._waiting[key] = fut
         self._reaped[key] = loop.create_future()
         limits = {
@@ -420,7 +422,7 @@ class ZygoteSandbox:
 
         timers.append(loop.call_later(job.timeout_s, on_timeout))
         try:
-            status, setup_error = await fut
+            status, setup_error, done = await fut
         finally:
             for timer in timers:
                 timer.cancel()
@@ -429,6 +431,11 @@ class ZygoteSandbox:
         trace = self._trace_of.get(key)
         if trace is not None:
             trace["t_exit_seen"] = time.monotonic_ns()
+        if done:
+            # The job flushed its output before its "done" byte, so the pipes hold all of
+            # it now; what it left running is being killed and may not add to its result.
+            for reader in readers:
+                reader.drain_now()
         pending = [r.done for r in readers if not r.done.done()]
         if pending:
             # The job has ended and what it left running is being killed: EOF follows
