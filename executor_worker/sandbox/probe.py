@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from executor_worker.sandbox import landlock, linux, namespaces, seccomp_filter
+from executor_worker.sandbox import cgroup, landlock, linux, namespaces, seccomp_filter
 from executor_worker.sandbox.zygote_child import Plan
 
 #: Layers every zygote child has without any probing (the supervisor adds timeout/output-cap).
@@ -138,10 +138,11 @@ def _namespace_child(plan: namespaces.NamespacePlan) -> None:
 
 
 def _cgroup_note() -> str:
-    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return ("no cgroup v2 hierarchy at /sys/fs/cgroup (cgroup v1 or hybrid host): "
-                "RLIMIT_AS bounds each process of a job, not its total")
-    return "cgroup v2 per job is not implemented yet: RLIMIT_AS bounds each process"
+    base, why = cgroup.detect()
+    if base is None:
+        return why
+    return (f"cgroup v2 subtree {base} is delegated, but jobs are not yet placed in cgroups "
+            "of their own (executor_worker/sandbox/cgroup.py): RLIMIT_AS bounds each process")
 
 
 def _plan_landlock(plan: Plan, config: ProbeConfig, layers: list[str],

@@ -48,12 +48,14 @@ async def test_non_utf8_names_are_escaped_not_fatal(harness: Harness) -> None:
         json.loads(artifact.model_dump_json())  # serialisable, whatever the name was
         artifact.name.encode("utf-8")  # no lone surrogates
     assert any("\\xe9" in n or "%E9" in n.upper() for n in names), names
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
 
 
 async def test_deep_trees_cost_neither_the_result_nor_the_directory(harness: Harness) -> None:
     outcome = await harness.run(DEEP, inputs={"depth": 2500}, timeout_s=20)
     assert outcome.status == "succeeded", outcome
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
     assert (await harness.run("print('ok')")).stdout == "ok\n"
 
@@ -71,6 +73,7 @@ async def test_huge_counts_are_bounded(harness: Harness) -> None:
     assert outcome.status == "succeeded", outcome
     assert len(outcome.artifacts) <= 64
     assert time.monotonic() - start < 25
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
 
 
@@ -90,6 +93,7 @@ async def test_a_job_that_locks_and_links_its_tree_is_still_removed(harness: Har
     )
     outcome = await harness.run(code)
     assert outcome.status == "succeeded", outcome
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
     assert _exists("/etc/passwd")  # nothing followed a link out
 
