@@ -188,21 +188,32 @@ def _plan_seccomp(plan: Plan, config: ProbeConfig, layers: list[str],
     try:
         program = seccomp_filter.compile_filter(config.allow_exec, shared_uid=shared_uid,
                                                 private_ipc=plan.ns.ipc)
+        split = seccomp_filter.compile_filters(config.allow_exec, shared_uid=shared_uid,
+                                               private_ipc=plan.ns.ipc)
     except Exception as exc:  # missing libseccomp, unknown arch, ...
         plan.notes["seccomp"] = f"cannot compile the filter: {exc}"
         return
 
     def attempt() -> None:
+        # As children load it: the ahead part, then the final part.
         linux.set_no_new_privs()
-        linux.load_seccomp_bpf(program)
+        linux.load_seccomp_bpf(split[0])
+        linux.load_seccomp_bpf(split[1])
         try:
             socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
         except PermissionError:
+            pass
+        else:
+            raise RuntimeError("seccomp filter loaded but socket() still works")
+        try:
+            linux.unshare(linux.CLONE_NEWUTS)
+        except PermissionError:
             return
-        raise RuntimeError("seccomp filter loaded but socket() still works")
+        raise RuntimeError("seccomp filters loaded but unshare() still works")
 
     if usable("seccomp", attempt):
         plan.seccomp_bpf = program
+        plan.seccomp_split = split
         layers.append("seccomp")
         if shared_uid:
             layers.append("seccomp-metadata")

@@ -49,6 +49,9 @@ class Plan:
     landlock_abi: int = 0
     landlock_policy: landlock.Policy | None = None
     seccomp_bpf: bytes | None = None
+    #: seccomp_bpf split in two stacked programs (see seccomp_filter.compile_filters): the
+    #: first is loaded before the job arrives, the second last. Used instead when set.
+    seccomp_split: tuple[bytes, bytes] | None = None
     ns: namespaces.NamespacePlan = field(default_factory=namespaces.NamespacePlan)
     nproc: int = 64
     notes: dict[str, str] = field(default_factory=dict)
@@ -114,6 +117,10 @@ def prepare(plan: Plan) -> Prepared:
                                   plan.landlock_policy.allow_exec)
     with open("/proc/self/statm") as fh:
         ready.baseline_vm = int(fh.read().split()[0]) * _PAGE
+    if plan.seccomp_split is not None:
+        # All of the filter but the calls _confine still makes; the rest comes last there.
+        linux.set_no_new_privs()
+        linux.load_seccomp_bpf(plan.seccomp_split[0])
     # Text layers over fds 0-2 now; dup2 swaps the files underneath them at dispatch.
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
@@ -207,7 +214,9 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
     linux.set_no_new_privs()
     if ruleset >= 0:
         landlock.restrict_self(ruleset)
-    if plan.seccomp_bpf is not None:
+    if plan.seccomp_split is not None:
+        linux.load_seccomp_bpf(plan.seccomp_split[1])
+    elif plan.seccomp_bpf is not None:
         linux.load_seccomp_bpf(plan.seccomp_bpf)
     # Nothing inherited but the zygote's thread-pool knobs (constants, never secrets).
     knobs = {name: value for name, value in os.environ.items() if name.endswith("_NUM_THREADS")}
