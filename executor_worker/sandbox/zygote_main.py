@@ -158,7 +158,7 @@ class Zygote:
         # Nothing of the job may outlive its result: kill it (its init, and so its PID
         # namespace) now rather than wait for it to exit.
         _killpg(self._groups.get(pid, pid))
-        self._report_exited(pid, job[0], data[0] << 8, said)
+        self._report_exited(pid, job[0], data[0] << 8, said, claimed=True)
 
     def _close_done(self, pid: int) -> None:
         done_r = self._done.pop(pid, None)
@@ -303,10 +303,11 @@ class Zygote:
             else:
                 protocol.send(self._ctrl, message)
 
-    def _report_exited(self, pid: int, job_id: str, status: int, said: _Said) -> None:
+    def _report_exited(self, pid: int, job_id: str, status: int, said: _Said,
+                       claimed: bool = False) -> None:
         status, setup_error = _job_report(said, status)
         message: protocol.Message = {"op": "exited", "id": job_id, "status": status,
-                                     "setup_error": setup_error}
+                                     "setup_error": setup_error, "done": claimed}
         if self._trace:
             message["t_run"] = self._t_run.get(pid, 0)
             message.update(said.times)
