@@ -158,6 +158,11 @@ class ZygoteSandbox:
             await asyncio.gather(*self._teardowns, return_exceptions=True)
 
     @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's pid in our PID namespace (jobs in a PID namespace cannot see it)."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def job_root(self) -> Path:
         """Where this instance's job directories live (one per running job)."""
         return self._root
@@ -193,6 +198,7 @@ class ZygoteSandbox:
             "extra_read_paths": list(s.extra_read_paths), "nproc": s.nproc,
             "tmp_bytes": s.tmp_mb * 1024 * 1024,
             "supervisor_pid": os.getpid(), "trace": s.trace,
+            "slots": 2 * s.concurrency,
         }
         try:
             self._proc = await asyncio.create_subprocess_exec(

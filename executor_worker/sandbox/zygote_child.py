@@ -69,15 +69,19 @@ class Prepared:
     main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
 
 
-def child_main(chan: socket.socket, plan: Plan) -> int:
-    """Everything a freshly forked child does; returns the exit status for os._exit."""
+def child_main(chan: socket.socket, plan: Plan, in_slot_ns: bool = False) -> int:
+    """Everything a freshly forked child does; returns the exit status for os._exit.
+
+    ``in_slot_ns``: forked straight into its slot's PID namespace (slot_ns.py), whose init
+    is not ours to be: this process is the job, and the zygote its parent.
+    """
     times = {"t_forked": time.monotonic_ns()}
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.ns.pid:
         linux.set_parent_death_signal(signal.SIGKILL)  # init gone: the kernel kills the job
     namespaces.enter(plan.ns)
     times["t_namespaces"] = time.monotonic_ns()
-    if plan.ns.pid:
+    if plan.ns.pid and not in_slot_ns:
         job = os.fork()
         if job:
             return _init(chan, job)

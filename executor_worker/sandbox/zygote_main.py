@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from executor_worker.sandbox import linux, probe, protocol, zygote_child
+from executor_worker.sandbox import linux, probe, protocol, slot_ns, zygote_child
 
 #: Thread-pool knobs for pre-imported numeric libraries: a forked child inherits no threads,
 #: and a pool sized for the host would oversubscribe the job's share of it.
@@ -40,7 +40,7 @@ _THREAD_KNOBS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 class Zygote:
     def __init__(self, ctrl: socket.socket, plan: zygote_child.Plan, prefork: int,
-                 trace: bool = False) -> None:
+                 trace: bool = False, slots: int = 0) -> None:
         self._ctrl = ctrl
         self._plan = plan
         self._prefork = max(prefork, 1)
@@ -59,6 +59,14 @@ class Zygote:
         # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
         # then back to ours (setns) so the next unshare may create another.
         self._own_pidns = _own_pidns_if_reenterable() if plan.ns.pid else -1
+        #: Where we may re-enter our PID namespace, each slot keeps one (slot_ns.py): one
+        #: forked interpreter per job instead of two, no namespace set up and torn down.
+        self._slot_count = slots if self._own_pidns >= 0 else 0
+        self._slot_ns: dict[int, slot_ns.SlotNs] = {}
+        self._ready: dict[int, tuple[int, socket.socket]] = {}  # slot -> its next child
+        self._busy: set[int] = set()  # slots with a job running or being swept
+        #: slot -> the "reaped" message that waits for its sweep
+        self._after_sweep: dict[int, protocol.Message] = {}
         self._pids: dict[str, int] = {}  # job id -> pid
         #: child pid -> the process group to kill for it, where they differ (an anchor
         #: process that stays our child while the job's init lives in a new PID namespace)
@@ -84,6 +92,8 @@ class Zygote:
                 elif key.data == "ctrl":
                     if not self._on_message():
                         return
+                elif isinstance(key.data, tuple) and key.data[0] == "slot":
+                    self._on_slot(key.data[1])
                 elif isinstance(key.data, tuple):
                     self._on_done(key.data[1])
                 else:
@@ -106,13 +116,23 @@ class Zygote:
                 os.close(fd)
         return True
 
+    def _take_child(self, slot: int) -> tuple[int, socket.socket]:
+        if not self._slot_count:
+            if not self._idle:
+                self._fill_pool(1)
+            return self._idle.popleft()
+        ready = self._ready.pop(slot, None)
+        return ready if ready is not None else self._fork_child(slot)
+
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        slot = int(message["slot"])
+        if self._slot_count and not 0 <= slot < self._slot_count:
+            raise ValueError(f"slot {slot} out of range")
+        self._busy.add(slot)
         try:
             while True:
-                if not self._idle:
-                    self._fill_pool(1)
-                pid, chan = self._idle.popleft()
+                pid, chan = self._take_child(slot)
                 try:
                     protocol.send(chan, message, [*fds, done_w])
                     break
@@ -130,7 +150,7 @@ class Zygote:
         self._said[pid] = _Said()
         if self._trace:
             self._t_run[pid] = time.monotonic_ns()
-        if self._plan.ns.pid:
+        if self._plan.ns.pid and not self._slot_count:
             # The job's init relays the job's status here before it exits: report then.
             self._selector.register(chan, selectors.EVENT_READ, pid)
 
@@ -182,12 +202,68 @@ class Zygote:
             self._selector.unregister(chan)
 
     def _fill_pool(self, wanted: int | None = None) -> None:
+        if self._slot_count:
+            # One child ready per free slot, forked once the slot's last job is swept.
+            for slot in range(self._slot_count):
+                if slot not in self._busy and slot not in self._ready:
+                    self._ready[slot] = self._fork_child(slot)
+            return
         while len(self._idle) < (wanted or self._prefork):
             self._idle.append(self._fork_child())
 
-    def _fork_child(self) -> tuple[int, socket.socket]:
+    def _zygote_sockets(self) -> list[socket.socket]:
+        return [self._ctrl, *(chan for _, chan in self._idle),
+                *(chan for _, _, chan in self._jobs.values()),
+                *(chan for _, chan in self._ready.values()),
+                *(ns.ctrl for ns in self._slot_ns.values())]
+
+    def _slot(self, slot: int) -> slot_ns.SlotNs:
+        ns = self._slot_ns.get(slot)
+        if ns is None:
+            ns = slot_ns.create(self._own_pidns, self._plan.ns, self._zygote_sockets())
+            self._slot_ns[slot] = ns
+            self._selector.register(ns.ctrl, selectors.EVENT_READ, ("slot", slot))
+        return ns
+
+    def _on_slot(self, slot: int) -> None:
+        ns = self._slot_ns.get(slot)
+        if ns is None:
+            return
+        try:
+            data = ns.ctrl.recv(16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data == slot_ns.CLEAN:
+            self._slot_swept(slot)
+        elif not data:
+            self._drop_slot(slot)  # its init died: the namespace, and all in it, went too
+
+    def _slot_swept(self, slot: int) -> None:
+        self._busy.discard(slot)
+        reaped = self._after_sweep.pop(slot, None)
+        if reaped is not None:
+            protocol.send(self._ctrl, reaped)
+
+    def _drop_slot(self, slot: int) -> None:
+        ns = self._slot_ns.pop(slot, None)
+        if ns is not None:
+            self._selector.unregister(ns.ctrl)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(ns.init_pid, signal.SIGKILL)
+            ns.close()
+        ready = self._ready.pop(slot, None)
+        if ready is not None:
+            ready[1].close()  # it lived in that namespace: gone with it
+        self._slot_swept(slot)
+
+    def _fork_child(self, slot: int | None = None) -> tuple[int, socket.socket]:
         mine, theirs = protocol.socketpair()
-        pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
+        if slot is not None:
+            pid = slot_ns.fork_into(self._slot(slot), self._own_pidns)
+        else:
+            pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
         if pid == 0:
             status = zygote_child.SETUP_FAILED_EXIT
             try:
@@ -195,9 +271,12 @@ class Zygote:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 # Forget the zygote's channels before anything else: detach so a later
                 # garbage collection cannot close a number the job reuses.
-                running = [chan for _, _, chan in self._jobs.values()]
-                for sock in [self._ctrl, mine, *(chan for _, chan in self._idle), *running]:
+                for sock in [mine, *self._zygote_sockets()]:
                     sock.detach()
+                for ns in self._slot_ns.values():
+                    ns.pidns_fd = -1  # closed below with everything else
+                self._slot_ns.clear()
+                self._ready.clear()
                 self._idle.clear()
                 self._jobs.clear()
                 self._pids.clear()
@@ -207,7 +286,8 @@ class Zygote:
                 self._done.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = zygote_child.child_main(theirs, self._plan)
+                status = zygote_child.child_main(theirs, self._plan,
+                                                 in_slot_ns=slot is not None)
             finally:
                 os._exit(status)
         theirs.close()
@@ -277,6 +357,13 @@ class Zygote:
             _, status = os.waitpid(pid, 0)
             if job is None:
                 self._idle = collections.deque(c for c in self._idle if c[0] != pid)
+                for slot, (ready_pid, chan) in list(self._ready.items()):
+                    if ready_pid == pid:
+                        del self._ready[slot]
+                        chan.close()
+                for slot, ns in list(self._slot_ns.items()):
+                    if ns.init_pid == pid:
+                        self._drop_slot(slot)
                 self._groups.pop(pid, None)
                 reaped = self._sweepers.pop(pid, None)
                 if reaped is not None:
@@ -298,10 +385,26 @@ class Zygote:
             message: protocol.Message = {"op": "reaped", "id": job_id}
             if self._trace:
                 message["t_reaped"] = time.monotonic_ns()
-            if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
+            if self._slot_count:
+                self._sweep_slot(slot, message)
+            elif self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
                 self._sweepers[self._sweep(self._plan.uid_base + slot)] = message
             else:
                 protocol.send(self._ctrl, message)
+
+    def _sweep_slot(self, slot: int, reaped: protocol.Message) -> None:
+        """The slot's namespace is emptied before it is reported free: nothing of this job
+        may meet the next one (the job's uid cannot leave the namespace either)."""
+        ns = self._slot_ns.get(slot)
+        if ns is None:
+            self._busy.discard(slot)
+            protocol.send(self._ctrl, reaped)
+            return
+        self._after_sweep[slot] = reaped
+        try:
+            ns.ctrl.send(slot_ns.SWEEP)
+        except OSError:
+            self._drop_slot(slot)
 
     def _report_exited(self, pid: int, job_id: str, status: int, said: _Said,
                        claimed: bool = False) -> None:
@@ -450,7 +553,8 @@ def main(argv: list[str]) -> None:
     # would otherwise write to (and so copy) every page of the zygote's heap.
     gc.collect()
     gc.freeze()
-    Zygote(ctrl, plan, config["prefork"], bool(config.get("trace"))).serve()
+    Zygote(ctrl, plan, config["prefork"], bool(config.get("trace")),
+           int(config.get("slots", 0))).serve()
 
 
 if __name__ == "__main__":
