@@ -83,8 +83,11 @@ class Zygote:
 
     def serve(self) -> None:
         self._fill_pool()
+        short = False
         while True:
-            for key, _ in self._selector.select():
+            # While the pool is short, fork one child per turn and look for messages in
+            # between: a run or a job's end never waits behind a series of forks.
+            for key, _ in self._selector.select(0 if short else None):
                 if key.data == "child":
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wakeup_r, 4096)
@@ -98,7 +101,7 @@ class Zygote:
                     self._on_done(key.data[1])
                 else:
                     self._on_child_channel(key.data)
-            self._fill_pool()
+            short = self._fill_pool(at_most=1)
 
     def _on_message(self) -> bool:
         message, fds = protocol.recv(self._ctrl)
@@ -201,15 +204,20 @@ class Zygote:
         if eof or said.relayed is not None:
             self._selector.unregister(chan)
 
-    def _fill_pool(self, wanted: int | None = None) -> None:
+    def _fill_pool(self, wanted: int | None = None, at_most: int = 1 << 30) -> bool:
+        """Fork children ahead (at most ``at_most``); True if the pool is still short."""
         if self._slot_count:
             # One child ready per free slot, forked once the slot's last job is swept.
-            for slot in range(self._slot_count):
-                if slot not in self._busy and slot not in self._ready:
-                    self._ready[slot] = self._fork_child(slot)
-            return
-        while len(self._idle) < (wanted or self._prefork):
+            missing = [slot for slot in range(self._slot_count)
+                       if slot not in self._busy and slot not in self._ready]
+            for slot in missing[:at_most]:
+                self._ready[slot] = self._fork_child(slot)
+            return len(missing) > at_most
+        forked = 0
+        while len(self._idle) < (wanted or self._prefork) and forked < at_most:
             self._idle.append(self._fork_child())
+            forked += 1
+        return len(self._idle) < (wanted or self._prefork)
 
     def _zygote_sockets(self) -> list[socket.socket]:
         return [self._ctrl, *(chan for _, chan in self._idle),
