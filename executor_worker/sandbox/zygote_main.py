@@ -104,7 +104,11 @@ class Zygote:
             short = self._fill_pool(at_most=1)
 
     def _on_message(self) -> bool:
-        message, fds = protocol.recv(self._ctrl)
+        try:
+            message, fds = protocol.recv(self._ctrl)
+        except ConnectionResetError:
+            # The supervisor closed while our last reports were unread: it is gone.
+            message, fds = None, []
         if message is None:
             return False  # supervisor gone: children die with us (parent-death signal)
         try:
