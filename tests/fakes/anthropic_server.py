@@ -137,6 +137,7 @@ class FakeAnthropic:
         #: Summed usage of every message answered (input, cache_creation, cache_read).
         self.tokens = {"input_tokens": 0, "cache_creation_input_tokens": 0,
                        "cache_read_input_tokens": 0}
+        self.cache_writes = 0  # messages that wrote the cache
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -233,7 +234,7 @@ class FakeAnthropic:
         if method == "GET" and path == "/_fake/stats":  # for a server in another process
             return 200, {"requests": len(self.requests), "max_in_flight": self.max_in_flight,
                          "arrived": [r.at for r in self.requests], "replied": self.replied,
-                         "tokens": self.tokens}, {}
+                         "tokens": self.tokens, "cache_writes": self.cache_writes}, {}
         if method != "POST" or path.split("?")[0] != "/v1/messages":
             return 404, error_reply(404, f"no route {method} {path}").error or {}, {}
         # SDKs send the key as x-api-key or (newer ones) as a Bearer token.
@@ -267,6 +268,7 @@ class FakeAnthropic:
         usage = {**cache.as_usage(), **reply.usage}
         for k in self.tokens:
             self.tokens[k] += usage.get(k, 0)
+        self.cache_writes += usage.get("cache_creation_input_tokens", 0) > 0
         content = [dict(block, id=f"toolu_{n:06d}") if block["type"] == "tool_use" else block
                    for block in reply.content]
         return {"id": f"msg_{n:06d}", "type": "message", "role": "assistant",
