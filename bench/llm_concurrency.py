@@ -16,7 +16,13 @@ figure is the LLM path's, as in production where the executor is another process
 ``embedded``: ``run_embedded``, the whole pipeline in this process, real sandbox included:
 its subprocess spawns share this process's event loop with the LLM worker.
 Reported: the LLM stage (first request submitted -> last API reply) and end to end (-> last
-result). The target is the LLM stage at >= 80 % of ideal at concurrency 64.
+result) against the ideal; the target is the LLM stage at >= 90 % of ideal at concurrency
+64. And the prompt-cache hit ratio over the run's distinct requests, as the API's usage
+reports it (cache_read_input_tokens / all input tokens; the fake models the API's caching,
+see tests/fakes/prompt_cache.py), against its ceiling in the same run (one write, every
+other call reading the same prefix); the target is >= 0.8. The first wave of calls is sent
+together, before any response has begun, so each of them writes: at concurrency 64 the
+ceiling is not reached by design of the API, not of ours.
 
 D defaults to 2 s, the short end of a real code-writing call. The cost that D hides is CPU:
 the SDK spends ~3-4 ms per call (building, encoding, parsing; httpcore's pool scan grows
@@ -62,7 +68,8 @@ from pipeline.settings import ProcessorSettings
 from producers.client import RequestProducer
 from schemas import Event, ExecutionCommand, ExecutionRequest, ExecutionResult, ResultStatus
 
-TARGET = 0.8
+TARGET = 0.9
+CACHE_TARGET = 0.8
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -137,7 +144,8 @@ async def api_stats(base_url: str) -> dict[str, Any]:
     return dict(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
 
 
-async def bench(mode: str, n: int, delay: float, concurrency: int, partitions: int) -> float:
+async def bench(mode: str, n: int, delay: float, concurrency: int,
+                partitions: int) -> tuple[float, float]:
     async with fake_api(delay) as base_url:
         cfg = config(base_url, concurrency, partitions)
         requests = [ExecutionRequest(request_id=f"bench-{mode}-{i}", prompt=f"task {i}")
@@ -164,7 +172,16 @@ async def bench(mode: str, n: int, delay: float, concurrency: int, partitions: i
               f"({llm_elapsed:.2f}s, lower bound {n / ideal:.2f}s)")
         print(f"  end to end {e2e_rate:8.1f} req/s  {e2e_rate / ideal:6.1%} of ideal  "
               f"({finished - started:.2f}s)")
-        return llm_rate / ideal
+        t = stats["tokens"]
+        read, written = t["cache_read_input_tokens"], t["cache_creation_input_tokens"]
+        total = t["input_tokens"] + read + written
+        prefix = written / max(1, stats["cache_writes"])  # tokens one write puts in the cache
+        ceiling = (read + written - prefix) / total
+        hit = read / total
+        print(f"  prompt cache: {read}/{total} input tokens read from the cache = {hit:.3f} "
+              f"(ceiling {ceiling:.3f}: one write, all others read; {hit / ceiling:.1%} of it; "
+              f"{stats['cache_writes']} calls wrote, prefix {prefix:.0f} tokens)")
+        return llm_rate / ideal, hit
 
 
 def main() -> None:
@@ -180,12 +197,17 @@ def main() -> None:
     # A service imports the SDK once at start; keep that (seconds here) off the clock.
     import llm_worker.anthropic_client  # noqa: F401
     modes = ["llm", "embedded"] if args.mode == "both" else [args.mode]
-    shares = {m: asyncio.run(bench(m, args.n, args.delay, args.concurrency, args.partitions))
-              for m in modes}
-    for mode, share in shares.items():
+    results = {m: asyncio.run(bench(m, args.n, args.delay, args.concurrency, args.partitions))
+               for m in modes}
+    ok = True
+    for mode, (share, hit) in results.items():
         verdict = "meets" if share >= TARGET else "misses"
         print(f"[{mode}] LLM stage {verdict} the target of {TARGET:.0%} of ideal ({share:.1%})")
-    sys.exit(0 if shares.get("llm", 1.0) >= TARGET else 1)
+        verdict = "meets" if hit >= CACHE_TARGET else "misses"
+        print(f"[{mode}] prompt-cache hit ratio {verdict} the target of {CACHE_TARGET} "
+              f"({hit:.3f})")
+        ok = ok and hit >= CACHE_TARGET and (mode != "llm" or share >= TARGET)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 and the attempts that failed.
 
 The system prompt depends only on settings, so it is byte-identical across requests and
-cached (``cache_control``); everything per request goes in the user message.
+cached (``cache_control``); everything per request goes in the user message. The API caches
+a prefix only from the model's minimum length on (1,024-4,096 tokens by model; the newest
+Sonnet's is 2,048): tools + system together must stay above it, or nothing is cached and
+every call pays the whole prompt (tests/llm checks it against the fake's estimate).
 """
 
 from __future__ import annotations
@@ -96,6 +99,82 @@ output it produced. Find the root cause and fix it; keep what worked. Do not hid
 (no blanket try/except that prints a made-up result): a program that cannot compute the \
 answer must fail loudly. If an attempt ran out of time or memory, make the program cheaper \
 or raise the estimate so it is routed to heavy.
+
+# Writing the program
+- Read the input from `inputs` (or inputs.json). Check the shape you rely on (type, keys, \
+lengths) and raise a ValueError naming what is wrong if it is not there; do not guess a \
+default for missing data.
+- Print only the answer on stdout. One value: print just that value. Several values or \
+records: print JSON (`json.dumps(result, indent=2, ensure_ascii=False)`) unless the task \
+asks for another format. Diagnostics, if any, go to stderr.
+- Exact arithmetic where the task needs exact results: int, fractions.Fraction, \
+decimal.Decimal. Floats: do not compare them with ==; round or format them only when \
+printing, to the precision the task implies.
+- Deterministic output: seed every random generator (`random.seed(0)`, \
+`numpy.random.default_rng(0)`) unless the task asks for randomness; sort sets and dict keys \
+before printing when their order is not given by the task.
+- Cost: estimate the time and memory complexity for the actual input size before you \
+choose an algorithm. Avoid quadratic loops over large inputs; prefer the standard \
+library's efficient tools (sorting, heapq, bisect, collections.Counter, itertools) and, on \
+a route that has them, vectorised array libraries. The wall-time limit includes the \
+interpreter's start and every import.
+- Memory: stream large data (iterate, use generators) instead of building lists of \
+everything; an array of N float64 values takes 8 x N bytes, a Python list of N numbers \
+roughly 8 x N bytes plus the numbers themselves (28-32 bytes each).
+- Deep recursion fails at Python's default limit of 1000 frames: write such algorithms \
+iteratively with an explicit stack.
+- Files: read and write text as UTF-8 with relative paths in the working directory; give \
+artifacts descriptive names and the extension of their format (.csv, .json, .png, .txt).
+- Dates and times: do not depend on the current date or time unless the task asks for \
+it; when it does, use UTC.
+- Keep the program complete and self-contained: no placeholders, no `...`, no code the \
+reader must fill in, no commented-out alternatives.
+
+# Reading a failed attempt
+- A validation report lists each rule the code broke and its line: remove the construct \
+(do not disguise it); the check reads the code, not your intent.
+- timeout or cpu_limit: the program ran out of time. Find the expensive part (usually a \
+loop over the input inside another loop) and make it cheaper, or raise expected_runtime_s \
+so the next attempt is routed to heavy.
+- memory_limit: the peak was too high. Stream instead of loading everything, use \
+compact types (bytearray, array, numpy dtypes), or raise expected_memory_mb.
+- output_limit or file_size_limit: print or write less (a summary, the first rows and a \
+count) unless the task needs all of it.
+- nonzero_exit: read the traceback from its last line up to the frame in your code; fix \
+the cause there, not the symptom.
+
+# Estimates and the route
+- expected_runtime_s: the whole run for this input, imports included; the import of a \
+large numerical package alone can take a second.
+- expected_memory_mb: the peak, including the interpreter (about 15 MiB) and every \
+package imported.
+- Choose light when the estimate stays well inside the light limits (about half of \
+them), heavy when it does not, or when a package you need is listed only for heavy. A task \
+that asks for a route gets that route; then fit the program to its limits.
+- route_reason names the deciding factor in one sentence, for example: "sorting 10^6 \
+integers takes well under a second" or "needs a package that only the heavy route has".
+
+# Examples of good answers
+Task: "Return the median of the numbers", inputs [3, 1, 4, 1, 5]. A good call: code \
+`import statistics` / `if not isinstance(inputs, list) or not inputs: raise \
+ValueError("inputs must be a non-empty list of numbers")` / `print(statistics.median(inputs))`; \
+route light; route_reason "five numbers: instant"; expected_runtime_s 0.1; \
+expected_memory_mb 20; packages [].
+
+Task: "How many primes are below 10^8?", no inputs. A good call: a bytearray sieve of \
+Eratosthenes that prints one integer; route light if 10^8 bytes of memory and a few \
+seconds fit the light limits, otherwise heavy, with the estimate that decided it \
+(about 100 MiB, 2-5 s); packages [].
+
+Task: "Write the totals per day as a CSV file", inputs a list of records with "day" \
+and "amount" keys. A good call checks every record, sums with a dict keyed by day, writes \
+daily_totals.csv with the csv module (a header row, days in order) and prints one line: \
+how many days and the grand total; route light; packages [].
+
+An attempt failed with `KeyError: 'price'` because some records have no price. A good \
+repair checks the records first and raises `ValueError("record 3 has no 'price'")` if the \
+task needs every price, or skips them only if the task says to; it does not print a \
+total that silently leaves them out.
 """
 
 

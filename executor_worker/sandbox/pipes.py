@@ -40,6 +40,19 @@ class PipeReader:
             self._buffer.feed(chunk)
             self._on_data()
 
+    def drain_now(self) -> None:
+        """Take what the pipe holds now (without waiting for EOF), then stop reading."""
+        while self._fd >= 0:
+            try:
+                chunk = os.read(self._fd, _CHUNK)
+            except OSError:  # BlockingIOError: empty for now
+                break
+            if not chunk:
+                break
+            self._buffer.feed(chunk)
+            self._on_data()
+        self.close()
+
     def close(self) -> None:
         if self._fd < 0:
             return

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from executor_worker.sandbox import landlock, linux, namespaces, seccomp_filter
+from executor_worker.sandbox import cgroup, landlock, linux, namespaces, seccomp_filter
 from executor_worker.sandbox.zygote_child import Plan
 
 #: Layers every zygote child has without any probing (the supervisor adds timeout/output-cap).
@@ -142,10 +142,11 @@ def _namespace_child(plan: namespaces.NamespacePlan) -> None:
 
 
 def _cgroup_note() -> str:
-    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return ("no cgroup v2 hierarchy at /sys/fs/cgroup (cgroup v1 or hybrid host): "
-                "RLIMIT_AS bounds each process of a job, not its total")
-    return "cgroup v2 per job is not implemented yet: RLIMIT_AS bounds each process"
+    base, why = cgroup.detect()
+    if base is None:
+        return why
+    return (f"cgroup v2 subtree {base} is delegated, but jobs are not yet placed in cgroups "
+            "of their own (executor_worker/sandbox/cgroup.py): RLIMIT_AS bounds each process")
 
 
 def _plan_landlock(plan: Plan, config: ProbeConfig, layers: list[str],
@@ -191,21 +192,32 @@ def _plan_seccomp(plan: Plan, config: ProbeConfig, layers: list[str],
     try:
         program = seccomp_filter.compile_filter(config.allow_exec, shared_uid=shared_uid,
                                                 private_ipc=plan.ns.ipc)
+        split = seccomp_filter.compile_filters(config.allow_exec, shared_uid=shared_uid,
+                                               private_ipc=plan.ns.ipc)
     except Exception as exc:  # missing libseccomp, unknown arch, ...
         plan.notes["seccomp"] = f"cannot compile the filter: {exc}"
         return
 
     def attempt() -> None:
+        # As children load it: the ahead part, then the final part.
         linux.set_no_new_privs()
-        linux.load_seccomp_bpf(program)
+        linux.load_seccomp_bpf(split[0])
+        linux.load_seccomp_bpf(split[1])
         try:
             socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
         except PermissionError:
+            pass
+        else:
+            raise RuntimeError("seccomp filter loaded but socket() still works")
+        try:
+            linux.unshare(linux.CLONE_NEWUTS)
+        except PermissionError:
             return
-        raise RuntimeError("seccomp filter loaded but socket() still works")
+        raise RuntimeError("seccomp filters loaded but unshare() still works")
 
     if usable("seccomp", attempt):
         plan.seccomp_bpf = program
+        plan.seccomp_split = split
         layers.append("seccomp")
         if shared_uid:
             layers.append("seccomp-metadata")

@@ -3,8 +3,13 @@
 A deny-list (Python itself needs a wide, version-dependent set of syscalls): everything that
 reaches other processes, the kernel's attack surface or a way out of the job's process group
 and network isolation returns EPERM, so hostile code sees an ordinary PermissionError.
-Compiling with libseccomp costs ~0.5 ms; loading the exported BPF with one prctl is cheap,
-which is why the zygote exports the program and children load bytes.
+Compiling with libseccomp costs ~0.5 ms, which is why the zygote exports the program and
+children load bytes. Loading is not free either (~0.6-0.8 ms for the whole filter: the kernel
+checks, JIT-compiles and builds its per-syscall cache), so it is split in two filters that
+the kernel stacks (a call is refused if either refuses it): the *ahead* filter is the whole
+filter but for the few calls the child still needs to confine itself (``SETUP_SYSCALLS``),
+loaded before the job arrives; the *final* filter refuses exactly those, loaded last. The
+two together refuse exactly what the whole filter refuses.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ METADATA_SYSCALLS = (
 #: The uid and Landlock's signal scoping do not stop these; a PID namespace does, this too.
 SELF_ONLY = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam",
              "sched_setattr", "migrate_pages", "move_pages")
+#: In DENIED, but the child makes them while confining itself (bind /tmp, user namespace,
+#: uid switch, capability drop): the final filter refuses them.
+SETUP_SYSCALLS = ("mount", "unshare", "setgroups", "setresgid", "setresuid", "capset")
 _SOCK_STREAM = 1
 _AF_UNIX = 1
 
@@ -75,13 +83,32 @@ _CLONE_NAMESPACE_FLAGS = (
 )
 
 
+def compile_filters(allow_exec: bool, *, shared_uid: bool = True,
+                    private_ipc: bool = False) -> tuple[bytes, bytes]:
+    """(ahead, final): two programs that, stacked, refuse what compile_filter refuses."""
+    ahead = compile_filter(allow_exec, shared_uid=shared_uid, private_ipc=private_ipc,
+                           spare=SETUP_SYSCALLS)
+    return ahead, _compile_denying(SETUP_SYSCALLS)
+
+
+def _compile_denying(names: tuple[str, ...]) -> bytes:
+    import pyseccomp as sc
+
+    flt = sc.SyscallFilter(defaction=sc.ALLOW)
+    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    for name in names:
+        flt.add_rule(sc.ERRNO(errno.EPERM), name)
+    return _export(flt)
+
+
 def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
-                   private_ipc: bool = False) -> bytes:
+                   private_ipc: bool = False, spare: tuple[str, ...] = ()) -> bytes:
     """Build the filter with pyseccomp and return the raw BPF program.
 
     ``shared_uid``: the job holds the worker's uid (no uid layer), so the metadata calls are
     closed too. ``private_ipc``: the job has an IPC namespace of its own, so SysV IPC and
-    POSIX message queues stay open (private, and gone with the job).
+    POSIX message queues stay open (private, and gone with the job). ``spare``: names
+    left out (the final filter of compile_filters refuses them).
     """
     import pyseccomp as sc  # imported here: only the zygote needs libseccomp
 
@@ -94,7 +121,8 @@ def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
     names += [] if private_ipc else IPC_SYSCALLS
     names += METADATA_SYSCALLS if shared_uid else []
     for name in names:
-        flt.add_rule(deny, name)
+        if name not in spare:
+            flt.add_rule(deny, name)
     # Full 64-bit comparisons: a pid with garbage in the upper half is not 0 either.
     for name in SELF_ONLY:
         flt.add_rule(deny, name, sc.Arg(0, sc.NE, 0))
@@ -118,9 +146,13 @@ def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
     # kill(-1, ...) signals every process the job's uid may signal: the worker itself when
     # there is no uid layer. pid_t is 32-bit; compare the low half only.
     flt.add_rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))
+    return _export(flt)
+
+
+def _export(flt: object) -> bytes:
     fd = os.memfd_create("seccomp-bpf")
     try:
-        flt.export_bpf(_Fileno(fd))
+        flt.export_bpf(_Fileno(fd))  # type: ignore[attr-defined]
         size = os.lseek(fd, 0, os.SEEK_END)
         return os.pread(fd, size, 0)
     finally:

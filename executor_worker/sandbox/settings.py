@@ -32,7 +32,8 @@ class SandboxSettings(BaseSettings):
     level: Literal["strict", "standard", "minimal"] = "standard"
     allow_degraded: bool = False
     concurrency: Annotated[int, Field(ge=1, le=256)] = 2
-    #: Children kept forked ahead of jobs (0: one per concurrent job).
+    #: Children kept forked ahead of jobs (0: one per concurrent job). Where each slot has
+    #: a PID namespace of its own (root hosts) it is one per free slot instead.
     prefork: Annotated[int, Field(ge=0, le=256)] = 0
     work_dir: Path = Field(default_factory=_default_work_dir)
     #: Modules imported once in the zygote, e.g. "numpy,pandas"; missing ones are skipped.
@@ -56,6 +57,8 @@ class SandboxSettings(BaseSettings):
     output_kill_factor: Annotated[int, Field(ge=1, le=1024)] = 64
     #: Seconds to wait for the zygote's hello (probing, pre-imports) at start.
     start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
+    #: Record per-job timing spans (supervisor and zygote) for bench/sandbox.py --trace.
+    trace: bool = False
 
     @field_validator("preimport", "disable_layers", "read_paths", mode="before")
     @classmethod

@@ -7,11 +7,18 @@ two pipes it owns, enforces the wall-clock timeout (the zygote kills the job's p
 group), caps output, classifies the ending and collects artifacts. The supervisor holds the
 secrets: no job process is its child, inherits its environment or memory, or holds a
 descriptor that leads back to it.
+
+The result is returned as soon as the zygote reports the job ``exited``; the job's teardown
+(its namespaces, then its directory) runs afterwards, off the result path. A slot (and so
+its uid) is given to another job only once the zygote reports the job ``reaped`` and its
+directory is gone, so there are twice as many slots as concurrent jobs: one job can run in
+a slot while the previous occupant of another is still being torn down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -34,6 +41,7 @@ from executor_worker.sandbox.jobdir import (
     instance_dir_name,
     make_job_dir,
     remove_job_dir,
+    remove_plain_job_dir,
     sweep_dead_instances,
 )
 from executor_worker.sandbox.jobfiles import collect_artifacts
@@ -75,11 +83,21 @@ class ZygoteSandbox:
         self._uid_base: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._ctrl: socket.socket | None = None
-        #: job key -> (wait status, setup error): the error comes only from the zygote.
-        self._waiting: dict[str, asyncio.Future[tuple[int, str | None]]] = {}
-        self._free_slots: list[int] = list(range(settings.concurrency))
-        self._slot_sem = asyncio.Semaphore(settings.concurrency)
+        #: job key -> (wait status, setup error, ended by its "done" byte): the error comes
+        #: only from the zygote.
+        self._waiting: dict[str, asyncio.Future[tuple[int, str | None, bool]]] = {}
+        #: job key -> resolved when the zygote reports the job's last process gone
+        self._reaped: dict[str, asyncio.Future[None]] = {}
+        #: Slots (uids) not held by a running job or one still being torn down.
+        self._free_slots: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(2 * settings.concurrency):
+            self._free_slots.put_nowait(slot)
+        self._running = asyncio.Semaphore(settings.concurrency)
+        self._teardowns: set[asyncio.Task[None]] = set()
+        self._trace_of: dict[str, dict[str, int]] = {}
         self._start_lock = asyncio.Lock()
+        #: Per-job spans in ns (SANDBOX_TRACE): what bench/sandbox.py --trace prints.
+        self.traces: collections.deque[dict[str, int]] = collections.deque(maxlen=100_000)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -130,8 +148,19 @@ class ZygoteSandbox:
                 proc.kill()
                 await proc.wait()
         self._fail_waiting()
+        await self.settle()
         if not self._waiting:
             remove_job_dir(self._root)
+
+    async def settle(self) -> None:
+        """Wait until every finished job is torn down (its directory removed, its slot free)."""
+        while self._teardowns:
+            await asyncio.gather(*self._teardowns, return_exceptions=True)
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's pid in our PID namespace (jobs in a PID namespace cannot see it)."""
+        return None if self._proc is None else self._proc.pid
 
     @property
     def job_root(self) -> Path:
@@ -168,7 +197,8 @@ class ZygoteSandbox:
             "uid_base": s.uid_base, "work_root": str(self._root),
             "extra_read_paths": list(s.extra_read_paths), "nproc": s.nproc,
             "tmp_bytes": s.tmp_mb * 1024 * 1024,
-            "supervisor_pid": os.getpid(),
+            "supervisor_pid": os.getpid(), "trace": s.trace,
+            "slots": 2 * s.concurrency,
         }
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -221,12 +251,25 @@ class ZygoteSandbox:
             if message is None:
                 self._zygote_lost("control channel closed")
                 return
-            if message.get("op") == "exited":
+            op = message.get("op")
+            if op == "exited":
                 fut = self._waiting.get(message["id"])
                 if fut is not None and not fut.done():
                     error = message.get("setup_error")
                     fut.set_result((int(message["status"]),
-                                    None if error is None else str(error)))
+                                    None if error is None else str(error),
+                                    message.get("done") is True))
+                    self._note_trace(message)
+            elif op == "reaped":
+                reaped = self._reaped.pop(message["id"], None)
+                if reaped is not None and not reaped.done():
+                    reaped.set_result(None)
+                    self._note_trace(message)
+
+    def _note_trace(self, message: protocol.Message) -> None:
+        trace = self._trace_of.get(message["id"])
+        if trace is not None:
+            trace.update((k, int(v)) for k, v in message.items() if k.startswith("t_"))
 
     def _zygote_lost(self, why: str) -> None:
         """Forget a dead zygote; the next run() starts a new one."""
@@ -246,6 +289,11 @@ class ZygoteSandbox:
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(SandboxUnavailable("the zygote exited"))
+        # Its children die with it (parent-death signals): nothing of theirs is left.
+        for reaped in self._reaped.values():
+            if not reaped.done():
+                reaped.set_result(None)
+        self._reaped.clear()
 
     def _send(self, message: protocol.Message, fds: tuple[int, ...] = ()) -> None:
         if self._ctrl is None:
@@ -272,30 +320,66 @@ class ZygoteSandbox:
                 await self.start()
             except SandboxRefused as exc:
                 raise SandboxUnavailable(f"cannot restart the zygote: {exc}") from exc
-        async with self._slot_sem:
-            slot = self._free_slots.pop()
+        async with self._running:
+            slot = await self._free_slots.get()
+            trace: dict[str, int] | None = None
+            if self._settings.trace:
+                trace = {"t_start": time.monotonic_ns()}
+            owner = None if self._uid_base is None else self._uid_base + slot
+            key = uuid.uuid4().hex
+            job_dir: Path | None = None
             try:
-                return await self._run_in_slot(job, slot)
+                job_dir = make_job_dir(self._root, job, owner)
+                if trace is not None:
+                    trace["t_dir"] = time.monotonic_ns()
+                    self._trace_of[key] = trace
+                return await self._supervise(job, job_dir, slot, key)
             finally:
-                self._free_slots.append(slot)
+                self._waiting.pop(key, None)
+                self._teardown(key, job_dir, slot, trace)
 
-    async def _run_in_slot(self, job: SandboxJob, slot: int) -> SandboxOutcome:
-        owner = None if self._uid_base is None else self._uid_base + slot
-        job_dir = make_job_dir(self._root, job, owner)
+    def _teardown(self, key: str, job_dir: Path | None, slot: int,
+                  trace: dict[str, int] | None) -> None:
+        """Off the result path: once the job's processes are gone, remove its directory and
+        free its slot."""
+        reaped = self._reaped.get(key)
+
+        async def finish() -> None:
+            try:
+                if reaped is not None:
+                    await reaped
+                if trace is not None:
+                    trace["t_reap_seen"] = time.monotonic_ns()
+                if job_dir is not None and not remove_plain_job_dir(job_dir):
+                    # Whatever the job left (depth, modes, many files): in a thread, so the
+                    # loop keeps serving other jobs' results meanwhile.
+                    await asyncio.get_running_loop().run_in_executor(None, remove_job_dir,
+                                                                     job_dir)
+                if trace is not None:
+                    trace["t_removed"] = time.monotonic_ns()
+                    self.traces.append(trace)
+            finally:
+                self._reaped.pop(key, None)
+                self._trace_of.pop(key, None)
+                self._free_slots.put_nowait(slot)
+
+        task = asyncio.get_running_loop().create_task(finish())
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def _supervise(self, job: SandboxJob, job_dir: Path, slot: int,
+                         key: str) -> SandboxOutcome:
         out, err = CappedBuffer(job.max_output_bytes), CappedBuffer(job.max_output_bytes)
         readers: list[PipeReader] = []
-        key = uuid.uuid4().hex
         try:
-            return await self._supervise(job, job_dir, slot, key, out, err, readers)
+            return await self._supervise_io(job, job_dir, slot, key, out, err, readers)
         finally:
             for reader in readers:
                 reader.close()
-            self._waiting.pop(key, None)
-            remove_job_dir(job_dir)
 
-    async def _supervise(self, job: SandboxJob, job_dir: Path, slot: int, key: str,
-                         out: CappedBuffer, err: CappedBuffer,
-                         readers: list[PipeReader]) -> SandboxOutcome:
+    async def _supervise_io(self, job: SandboxJob, job_dir: Path, slot: int, key: str,
+                            out: CappedBuffer, err: CappedBuffer,
+                            readers: list[PipeReader]) -> SandboxOutcome:
         loop = asyncio.get_running_loop()
         hard_cap = job.max_output_bytes * self._settings.output_kill_factor
         flooded: list[str] = []
@@ -310,8 +394,9 @@ class ZygoteSandbox:
         (out_r, out_w), (err_r, err_w) = os.pipe2(os.O_CLOEXEC), os.pipe2(os.O_CLOEXEC)
         readers += [PipeReader(loop, out_r, out, check_flood),
                     PipeReader(loop, err_r, err, check_flood)]
-        fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
+        fut: asyncio.Future[tuple[int, str | None, bool]] = loop.create_future()
         self._waiting[key] = fut
+        self._reaped[key] = loop.create_future()
         limits = {
             "memory": job.memory_mb * 1024 * 1024,
             "cpu": job.cpu_s or int(job.timeout_s) + 1,
@@ -323,6 +408,9 @@ class ZygoteSandbox:
         try:
             self._send({"op": "run", "id": key, "dir": str(job_dir), "slot": slot,
                         "limits": limits}, (out_w, err_w))
+        except SandboxUnavailable:
+            self._reaped.pop(key, None)  # never reached the zygote: nothing to wait for
+            raise
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -340,16 +428,27 @@ class ZygoteSandbox:
 
         timers.append(loop.call_later(job.timeout_s, on_timeout))
         try:
-            status, setup_error = await fut
+            status, setup_error, done = await fut
         finally:
             for timer in timers:
                 timer.cancel()
         timed_out = len(timers) > 1
         duration_ms = (time.monotonic() - start) * 1000
+        trace = self._trace_of.get(key)
+        if trace is not None:
+            trace["t_exit_seen"] = time.monotonic_ns()
+        if done:
+            # The job flushed its output before its "done" byte, so the pipes hold all of
+            # it now; what it left running is being killed and may not add to its result.
+            for reader in readers:
+                reader.drain_now()
         pending = [r.done for r in readers if not r.done.done()]
         if pending:
-            # The process group is dead: EOF follows unless something escaped it.
+            # The job has ended and what it left running is being killed: EOF follows
+            # unless something escaped it.
             await asyncio.wait(pending, timeout=_DRAIN_GRACE_S)
+        if trace is not None:
+            trace["t_drained"] = time.monotonic_ns()
         if setup_error is not None:
             # Reported by the zygote from the child's channel, which the child closes before
             # the job's code runs: nothing the job prints or exits with can get here.
@@ -361,7 +460,7 @@ class ZygoteSandbox:
             verdict = Verdict("failed", None, verdict.signal, "output_limit",
                               f"output limit exceeded: more than {hard_cap} bytes on "
                               f"{flooded[0]}")
-        return SandboxOutcome(
+        outcome = SandboxOutcome(
             status=verdict.status, exit_code=verdict.exit_code, signal=verdict.signal,
             reason_code=verdict.reason_code, reason=verdict.reason,
             stdout=out.text(), stderr=stderr,
@@ -369,3 +468,6 @@ class ZygoteSandbox:
             duration_ms=duration_ms, artifacts=collect_artifacts(job_dir, job),
             layers=self._layers,
         )
+        if trace is not None:
+            trace["t_outcome"] = time.monotonic_ns()
+        return outcome

@@ -1,16 +1,20 @@
 """One job process: forked by the zygote ahead of time, confined when its job arrives.
 
 Before a job exists the child does the job-independent, slow part (own session; its own
-PID, mount, IPC and UTS namespaces, see namespaces.py: then the forked process is the
-namespace's init and the job runs in its only child; the Landlock ruleset is built there
-too, while paths can still be opened). When the ``run`` message arrives it chdirs into the
+mount, IPC and UTS namespaces, see namespaces.py, and a PID namespace: on root hosts the
+child is forked straight into its slot's, see slot_ns.py, elsewhere the forked process is a
+new namespace's init and the job runs in its only child; the Landlock ruleset is built
+there too, while paths can still be opened, and all of the seccomp filter but the calls
+confining still needs is loaded). When the ``run`` message arrives it chdirs into the
 job directory, adds it to the ruleset, takes the job's stdout/stderr, closes every
 other descriptor (the zygote's and the supervisor's channels included), sets rlimits, drops
 to the slot's uid (or drops capabilities), sets no-new-privs, enforces Landlock and seccomp,
 tells the zygote over its channel that it is confined, closes that channel, and only then
 reads and runs the code. Any failure before the code runs aborts the job (a weaker sandbox
 than reported is never used) and is reported over the channel: nothing the job prints or
-exits with can pass for a setup failure. Standard library only.
+exits with can pass for a setup failure. When the code returns, its exit code goes to the
+zygote as one byte on the job's "done" pipe, so the result does not wait for this
+interpreter's exit. Standard library only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -48,6 +53,9 @@ class Plan:
     landlock_abi: int = 0
     landlock_policy: landlock.Policy | None = None
     seccomp_bpf: bytes | None = None
+    #: seccomp_bpf split in two stacked programs (see seccomp_filter.compile_filters): the
+    #: first is loaded before the job arrives, the second last. Used instead when set.
+    seccomp_split: tuple[bytes, bytes] | None = None
     ns: namespaces.NamespacePlan = field(default_factory=namespaces.NamespacePlan)
     nproc: int = 64
     notes: dict[str, str] = field(default_factory=dict)
@@ -60,20 +68,31 @@ class Prepared:
     ruleset: int = -1  # Landlock ruleset fd holding the read-only rules
     baseline_vm: int = 0  # bytes mapped before the job: RLIMIT_AS comes on top
     zygote_pid: int = 0
+    #: monotonic ns of the child's set-up steps (reported with "confined", for SANDBOX_TRACE)
+    times: dict[str, int] = field(default_factory=dict)
     main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
 
 
-def child_main(chan: socket.socket, plan: Plan) -> int:
-    """Everything a freshly forked child does; returns the exit status for os._exit."""
+def child_main(chan: socket.socket, plan: Plan, in_slot_ns: bool = False) -> int:
+    """Everything a freshly forked child does; returns the exit status for os._exit.
+
+    ``in_slot_ns``: forked straight into its slot's PID namespace (slot_ns.py), whose init
+    is not ours to be: this process is the job, and the zygote its parent.
+    """
+    times = {"t_forked": time.monotonic_ns()}
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.ns.pid:
         linux.set_parent_death_signal(signal.SIGKILL)  # init gone: the kernel kills the job
     namespaces.enter(plan.ns)
-    if plan.ns.pid:
+    times["t_namespaces"] = time.monotonic_ns()
+    if plan.ns.pid and not in_slot_ns:
         job = os.fork()
         if job:
             return _init(chan, job)
-    return serve_one(chan, plan, prepare(plan))
+        times["t_job_forked"] = time.monotonic_ns()
+    ready = prepare(plan)
+    ready.times.update(times, t_prepared=time.monotonic_ns())
+    return serve_one(chan, plan, ready)
 
 
 def _init(chan: socket.socket, job: int) -> int:
@@ -89,7 +108,8 @@ def _init(chan: socket.socket, job: int) -> int:
             return 0
         if pid == job:
             with contextlib.suppress(OSError):
-                protocol.send(chan, {"op": "status", "status": status})
+                protocol.send(chan, {"op": "status", "status": status,
+                                     "t": time.monotonic_ns()})
             return 0
 
 
@@ -105,6 +125,10 @@ def prepare(plan: Plan) -> Prepared:
                                   plan.landlock_policy.allow_exec)
     with open("/proc/self/statm") as fh:
         ready.baseline_vm = int(fh.read().split()[0]) * _PAGE
+    if plan.seccomp_split is not None:
+        # All of the filter but the calls _confine still makes; the rest comes last there.
+        linux.set_no_new_privs()
+        linux.load_seccomp_bpf(plan.seccomp_split[0])
     # Text layers over fds 0-2 now; dup2 swaps the files underneath them at dispatch.
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
@@ -122,20 +146,29 @@ def _enter_userns() -> None:
 def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
     """Wait for the job, confine, run it; returns the exit status for os._exit."""
     message, fds = protocol.recv(chan)
-    if message is None or message.get("op") != "run" or len(fds) != 2:
+    received = time.monotonic_ns()
+    if message is None or message.get("op") != "run" or len(fds) != 3:
         return 0  # the zygote is shutting down its pool
-    out_fd, err_fd = fds
+    out_fd, err_fd, done_fd = fds
     chan_fd = chan.detach()
     try:
-        _confine(message, plan, ready, out_fd, err_fd, chan_fd)
+        _confine(message, plan, ready, out_fd, err_fd, chan_fd, done_fd)
         # The last thing before the code: from here on nothing the job does reaches the
         # zygote but its exit status.
-        _tell(chan_fd, {"op": "confined"})
+        _tell(chan_fd, {"op": "confined", "t_received": received,
+                        "t": time.monotonic_ns(), "times": ready.times})
         os.close(chan_fd)
     except BaseException as exc:  # any failure means: do not run the code
         _report_setup_failure(exc, chan_fd)
         return SETUP_FAILED_EXIT
-    return _execute(ready.main)
+    status = _execute(ready.main)
+    # The job's code is done and its output flushed: say so, so that its result need not
+    # wait for this process to exit (unmapping a forked interpreter costs ~1-2 ms) and its
+    # init to relay the status. The job could write this byte itself, but all it can say
+    # is an exit code of its own, and the zygote kills the job on reading it.
+    with contextlib.suppress(OSError):
+        os.write(done_fd, bytes([status & 0xFF]))
+    return status
 
 
 def _tell(chan_fd: int, message: dict[str, Any]) -> None:
@@ -143,7 +176,7 @@ def _tell(chan_fd: int, message: dict[str, Any]) -> None:
 
 
 def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, err_fd: int,
-             chan_fd: int) -> None:
+             chan_fd: int, done_fd: int) -> None:
     job_dir: str = message["dir"]
     slot: int = message["slot"]
     limits: dict[str, int] = message["limits"]
@@ -163,9 +196,10 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
-    # Nothing but stdin/stdout/stderr, the ruleset (closed once enforced) and the channel
-    # (closed before the code runs) survives: no path to the supervisor or another job.
-    keep = sorted(fd for fd in (ruleset, chan_fd) if fd >= 3)
+    # Nothing but stdin/stdout/stderr, the ruleset (closed once enforced), the channel
+    # (closed before the code runs) and the write end of the job's "done" pipe (one byte,
+    # read once) survives: no path to the supervisor or another job.
+    keep = sorted(fd for fd in (ruleset, chan_fd, done_fd) if fd >= 3)
     low = 3
     for fd in keep:
         os.closerange(low, fd)
@@ -188,7 +222,9 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
     linux.set_no_new_privs()
     if ruleset >= 0:
         landlock.restrict_self(ruleset)
-    if plan.seccomp_bpf is not None:
+    if plan.seccomp_split is not None:
+        linux.load_seccomp_bpf(plan.seccomp_split[1])
+    elif plan.seccomp_bpf is not None:
         linux.load_seccomp_bpf(plan.seccomp_bpf)
     # Nothing inherited but the zygote's thread-pool knobs (constants, never secrets).
     knobs = {name: value for name, value in os.environ.items() if name.endswith("_NUM_THREADS")}

@@ -6,6 +6,13 @@ write ends of the job's output pipes. It probes the host's layers, optionally pr
 heavy modules once, keeps children forked ahead, reaps every process that ends up under it
 (it is a child subreaper, so a job's orphans come back to it) and kills a job's whole
 process group when its leader exits or the supervisor asks. Standard library only.
+
+A job is reported ``exited`` as soon as its end is known: with a PID namespace, when the
+job's init relays the job's wait status over the child's channel, *before* the init exits
+and the kernel tears the job's namespaces down (that teardown, ~1-3 ms of mount, IPC and
+PID namespace work, is no part of the job's latency). ``reaped`` follows once the job's
+last process is gone; only then may the supervisor remove the job directory and give the
+slot's uid to another job.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
-from executor_worker.sandbox import linux, probe, protocol, zygote_child
+from executor_worker.sandbox import linux, probe, protocol, slot_ns, zygote_child
 
 #: Thread-pool knobs for pre-imported numeric libraries: a forked child inherits no threads,
 #: and a pool sized for the host would oversubscribe the job's share of it.
@@ -31,22 +39,41 @@ _THREAD_KNOBS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 
 class Zygote:
-    def __init__(self, ctrl: socket.socket, plan: zygote_child.Plan, prefork: int) -> None:
+    def __init__(self, ctrl: socket.socket, plan: zygote_child.Plan, prefork: int,
+                 trace: bool = False, slots: int = 0) -> None:
         self._ctrl = ctrl
         self._plan = plan
         self._prefork = max(prefork, 1)
+        self._trace = trace
         self._idle: collections.deque[tuple[int, socket.socket]] = collections.deque()
         #: pid -> (job id, slot, the child's channel: it reports "confined" on it, and its
         #: init the job's wait status)
         self._jobs: dict[int, tuple[str, int, socket.socket]] = {}
+        #: pid -> what the child's channel said so far (see _job_report)
+        self._said: dict[int, _Said] = {}
+        #: pids whose job was reported exited (from the init's relay) but not yet reaped
+        self._reported: set[int] = set()
+        self._t_run: dict[int, int] = {}  # pid -> monotonic ns of the run message (trace)
+        #: pid -> read end of the job's "done" pipe (see _on_done)
+        self._done: dict[int, int] = {}
         # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
         # then back to ours (setns) so the next unshare may create another.
         self._own_pidns = _own_pidns_if_reenterable() if plan.ns.pid else -1
+        #: Where we may re-enter our PID namespace, each slot keeps one (slot_ns.py): one
+        #: forked interpreter per job instead of two, no namespace set up and torn down.
+        self._slot_count = slots if self._own_pidns >= 0 else 0
+        self._slot_ns: dict[int, slot_ns.SlotNs] = {}
+        self._ready: dict[int, tuple[int, socket.socket]] = {}  # slot -> its next child
+        self._busy: set[int] = set()  # slots with a job running or being swept
+        #: slot -> the "reaped" message that waits for its sweep
+        self._after_sweep: dict[int, protocol.Message] = {}
         self._pids: dict[str, int] = {}  # job id -> pid
         #: child pid -> the process group to kill for it, where they differ (an anchor
         #: process that stays our child while the job's init lives in a new PID namespace)
         self._groups: dict[int, int] = {}
-        self._sweep_uids: dict[int, int] = {}  # sweeper pid -> slot uid
+        #: sweeper pid -> the job whose "reaped" waits for it (its slot uid is not free
+        #: before every process of that uid is dead)
+        self._sweepers: dict[int, protocol.Message] = {}
         self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wakeup_w)
@@ -56,18 +83,32 @@ class Zygote:
 
     def serve(self) -> None:
         self._fill_pool()
+        short = False
         while True:
-            for key, _ in self._selector.select():
+            # While the pool is short, fork one child per turn and look for messages in
+            # between: a run or a job's end never waits behind a series of forks.
+            for key, _ in self._selector.select(0 if short else None):
                 if key.data == "child":
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wakeup_r, 4096)
                     self._reap()
-                elif not self._on_message():
-                    return
-            self._fill_pool()
+                elif key.data == "ctrl":
+                    if not self._on_message():
+                        return
+                elif isinstance(key.data, tuple) and key.data[0] == "slot":
+                    self._on_slot(key.data[1])
+                elif isinstance(key.data, tuple):
+                    self._on_done(key.data[1])
+                else:
+                    self._on_child_channel(key.data)
+            short = self._fill_pool(at_most=1)
 
     def _on_message(self) -> bool:
-        message, fds = protocol.recv(self._ctrl)
+        try:
+            message, fds = protocol.recv(self._ctrl)
+        except ConnectionResetError:
+            # The supervisor closed while our last reports were unread: it is gone.
+            message, fds = None, []
         if message is None:
             return False  # supervisor gone: children die with us (parent-death signal)
         try:
@@ -82,28 +123,159 @@ class Zygote:
                 os.close(fd)
         return True
 
-    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
-        while True:
+    def _take_child(self, slot: int) -> tuple[int, socket.socket]:
+        if not self._slot_count:
             if not self._idle:
                 self._fill_pool(1)
-            pid, chan = self._idle.popleft()
-            try:
-                protocol.send(chan, message, fds)
-                break
-            except OSError:
-                chan.close()
-                continue  # that child died while idle; take the next
+            return self._idle.popleft()
+        ready = self._ready.pop(slot, None)
+        return ready if ready is not None else self._fork_child(slot)
+
+    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        slot = int(message["slot"])
+        if self._slot_count and not 0 <= slot < self._slot_count:
+            raise ValueError(f"slot {slot} out of range")
+        self._busy.add(slot)
+        try:
+            while True:
+                pid, chan = self._take_child(slot)
+                try:
+                    protocol.send(chan, message, [*fds, done_w])
+                    break
+                except OSError:
+                    chan.close()
+                    continue  # that child died while idle; take the next
+        finally:
+            os.close(done_w)
+        os.set_blocking(done_r, False)
+        self._done[pid] = done_r
+        self._selector.register(done_r, selectors.EVENT_READ, ("done", pid))
         chan.setblocking(False)
         self._jobs[pid] = (message["id"], message["slot"], chan)
         self._pids[message["id"]] = pid
+        self._said[pid] = _Said()
+        if self._trace:
+            self._t_run[pid] = time.monotonic_ns()
+        if self._plan.ns.pid and not self._slot_count:
+            # The job's init relays the job's status here before it exits: report then.
+            self._selector.register(chan, selectors.EVENT_READ, pid)
 
-    def _fill_pool(self, wanted: int | None = None) -> None:
-        while len(self._idle) < (wanted or self._prefork):
+    def _on_done(self, pid: int) -> None:
+        """The job's code returned: one byte, its exit code. Written by our code after the
+        job's, but the job can reach the pipe too: a byte read here can only end the job
+        early with an exit code of its choosing, which it could have done by exiting."""
+        done_r = self._done.pop(pid, None)
+        if done_r is None:
+            return
+        try:
+            data = os.read(done_r, 16)
+        except OSError:
+            data = b""
+        self._selector.unregister(done_r)
+        os.close(done_r)
+        job = self._jobs.get(pid)
+        said = self._said.get(pid)
+        if job is None or said is None or pid in self._reported or len(data) != 1:
+            return  # EOF (the job closed it or ended otherwise) or noise: wait for the exit
+        _read_channel(job[2], said)  # "confined" was sent before the code ran
+        if not said.confined:
+            return
+        self._reported.add(pid)
+        # Nothing of the job may outlive its result: kill it (its init, and so its PID
+        # namespace) now rather than wait for it to exit.
+        _killpg(self._groups.get(pid, pid))
+        self._report_exited(pid, job[0], data[0] << 8, said, claimed=True)
+
+    def _close_done(self, pid: int) -> None:
+        done_r = self._done.pop(pid, None)
+        if done_r is not None:
+            self._selector.unregister(done_r)
+            os.close(done_r)
+
+    def _on_child_channel(self, pid: int) -> None:
+        job = self._jobs.get(pid)
+        said = self._said.get(pid)
+        if job is None or said is None:
+            return
+        job_id, _, chan = job
+        eof = _read_channel(chan, said)
+        if said.relayed is not None and pid not in self._reported:
+            # The job has ended (its init reaped it): the result is final. What the job
+            # left running dies as the init exits; the slot stays taken until "reaped".
+            self._reported.add(pid)
+            self._report_exited(pid, job_id, said.relayed, said)
+        if eof or said.relayed is not None:
+            self._selector.unregister(chan)
+
+    def _fill_pool(self, wanted: int | None = None, at_most: int = 1 << 30) -> bool:
+        """Fork children ahead (at most ``at_most``); True if the pool is still short."""
+        if self._slot_count:
+            # One child ready per free slot, forked once the slot's last job is swept.
+            missing = [slot for slot in range(self._slot_count)
+                       if slot not in self._busy and slot not in self._ready]
+            for slot in missing[:at_most]:
+                self._ready[slot] = self._fork_child(slot)
+            return len(missing) > at_most
+        forked = 0
+        while len(self._idle) < (wanted or self._prefork) and forked < at_most:
             self._idle.append(self._fork_child())
+            forked += 1
+        return len(self._idle) < (wanted or self._prefork)
 
-    def _fork_child(self) -> tuple[int, socket.socket]:
+    def _zygote_sockets(self) -> list[socket.socket]:
+        return [self._ctrl, *(chan for _, chan in self._idle),
+                *(chan for _, _, chan in self._jobs.values()),
+                *(chan for _, chan in self._ready.values()),
+                *(ns.ctrl for ns in self._slot_ns.values())]
+
+    def _slot(self, slot: int) -> slot_ns.SlotNs:
+        ns = self._slot_ns.get(slot)
+        if ns is None:
+            ns = slot_ns.create(self._own_pidns, self._plan.ns, self._zygote_sockets())
+            self._slot_ns[slot] = ns
+            self._selector.register(ns.ctrl, selectors.EVENT_READ, ("slot", slot))
+        return ns
+
+    def _on_slot(self, slot: int) -> None:
+        ns = self._slot_ns.get(slot)
+        if ns is None:
+            return
+        try:
+            data = ns.ctrl.recv(16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data == slot_ns.CLEAN:
+            self._slot_swept(slot)
+        elif not data:
+            self._drop_slot(slot)  # its init died: the namespace, and all in it, went too
+
+    def _slot_swept(self, slot: int) -> None:
+        self._busy.discard(slot)
+        reaped = self._after_sweep.pop(slot, None)
+        if reaped is not None:
+            protocol.send(self._ctrl, reaped)
+
+    def _drop_slot(self, slot: int) -> None:
+        ns = self._slot_ns.pop(slot, None)
+        if ns is not None:
+            self._selector.unregister(ns.ctrl)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(ns.init_pid, signal.SIGKILL)
+            ns.close()
+        ready = self._ready.pop(slot, None)
+        if ready is not None:
+            ready[1].close()  # it lived in that namespace: gone with it
+        self._slot_swept(slot)
+
+    def _fork_child(self, slot: int | None = None) -> tuple[int, socket.socket]:
         mine, theirs = protocol.socketpair()
-        pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
+        if slot is not None:
+            pid = slot_ns.fork_into(self._slot(slot), self._own_pidns)
+        else:
+            pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
         if pid == 0:
             status = zygote_child.SETUP_FAILED_EXIT
             try:
@@ -111,16 +283,23 @@ class Zygote:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 # Forget the zygote's channels before anything else: detach so a later
                 # garbage collection cannot close a number the job reuses.
-                running = [chan for _, _, chan in self._jobs.values()]
-                for sock in [self._ctrl, mine, *(chan for _, chan in self._idle), *running]:
+                for sock in [mine, *self._zygote_sockets()]:
                     sock.detach()
+                for ns in self._slot_ns.values():
+                    ns.pidns_fd = -1  # closed below with everything else
+                self._slot_ns.clear()
+                self._ready.clear()
                 self._idle.clear()
                 self._jobs.clear()
                 self._pids.clear()
                 self._groups.clear()
+                self._said.clear()
+                self._reported.clear()
+                self._done.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = zygote_child.child_main(theirs, self._plan)
+                status = zygote_child.child_main(theirs, self._plan,
+                                                 in_slot_ns=slot is not None)
             finally:
                 os._exit(status)
         theirs.close()
@@ -190,20 +369,68 @@ class Zygote:
             _, status = os.waitpid(pid, 0)
             if job is None:
                 self._idle = collections.deque(c for c in self._idle if c[0] != pid)
+                for slot, (ready_pid, chan) in list(self._ready.items()):
+                    if ready_pid == pid:
+                        del self._ready[slot]
+                        chan.close()
+                for slot, ns in list(self._slot_ns.items()):
+                    if ns.init_pid == pid:
+                        self._drop_slot(slot)
                 self._groups.pop(pid, None)
-                self._sweep_uids.pop(pid, None)
+                reaped = self._sweepers.pop(pid, None)
+                if reaped is not None:
+                    protocol.send(self._ctrl, reaped)
                 continue
             job_id, slot, chan = job
             self._pids.pop(job_id, None)
             self._groups.pop(pid, None)
-            if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
-                self._sweep(self._plan.uid_base + slot)
-            status, setup_error = _job_report(chan, status)
+            said = self._said.pop(pid, _Said())
+            self._close_done(pid)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(chan)
+            _read_channel(chan, said)
             chan.close()
-            protocol.send(self._ctrl, {"op": "exited", "id": job_id, "status": status,
-                                       "setup_error": setup_error})
+            if pid in self._reported:
+                self._reported.discard(pid)
+            else:
+                self._report_exited(pid, job_id, status, said)
+            message: protocol.Message = {"op": "reaped", "id": job_id}
+            if self._trace:
+                message["t_reaped"] = time.monotonic_ns()
+            if self._slot_count:
+                self._sweep_slot(slot, message)
+            elif self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
+                self._sweepers[self._sweep(self._plan.uid_base + slot)] = message
+            else:
+                protocol.send(self._ctrl, message)
 
-    def _sweep(self, uid: int) -> None:
+    def _sweep_slot(self, slot: int, reaped: protocol.Message) -> None:
+        """The slot's namespace is emptied before it is reported free: nothing of this job
+        may meet the next one (the job's uid cannot leave the namespace either)."""
+        ns = self._slot_ns.get(slot)
+        if ns is None:
+            self._busy.discard(slot)
+            protocol.send(self._ctrl, reaped)
+            return
+        self._after_sweep[slot] = reaped
+        try:
+            ns.ctrl.send(slot_ns.SWEEP)
+        except OSError:
+            self._drop_slot(slot)
+
+    def _report_exited(self, pid: int, job_id: str, status: int, said: _Said,
+                       claimed: bool = False) -> None:
+        status, setup_error = _job_report(said, status)
+        message: protocol.Message = {"op": "exited", "id": job_id, "status": status,
+                                     "setup_error": setup_error, "done": claimed}
+        if self._trace:
+            message["t_run"] = self._t_run.get(pid, 0)
+            message.update(said.times)
+            message["t_exited"] = time.monotonic_ns()
+        self._t_run.pop(pid, None)
+        protocol.send(self._ctrl, message)
+
+    def _sweep(self, uid: int) -> int:
         """Without seccomp a job can setsid() out of its group; its uid cannot escape."""
         pid = os.fork()
         if pid == 0:
@@ -212,7 +439,7 @@ class Zygote:
                 os.kill(-1, signal.SIGKILL)  # every process of this uid but ourselves
             finally:
                 os._exit(0)
-        self._sweep_uids[pid] = uid
+        return pid
 
 
 def _own_pidns_if_reenterable() -> int:
@@ -233,33 +460,61 @@ def _own_pidns_if_reenterable() -> int:
     return -1
 
 
-def _job_report(chan: socket.socket, status: int) -> tuple[int, str | None]:
+class _Said:
+    """What a child's channel carried: "confined" from the child, "setup_failed" from it
+    before that, "status" from the job's init."""
+
+    __slots__ = ("confined", "error", "relayed", "times")
+
+    def __init__(self) -> None:
+        self.times: dict[str, int] = {}  # monotonic ns the child and its init noted
+        self.confined = False
+        self.error: str | None = None
+        self.relayed: int | None = None
+
+
+def _read_channel(chan: socket.socket, said: _Said) -> bool:
+    """Take every pending message into ``said``; True at EOF (or a broken channel)."""
+    while True:
+        try:
+            message, fds = protocol.recv(chan)
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            return True
+        op = message.get("op")
+        if op == "confined":
+            said.confined = True
+            said.times.update(t_child_got_run=_ns(message.get("t_received")),
+                              t_confined=_ns(message.get("t")))
+            times = message.get("times")
+            if isinstance(times, dict):
+                said.times.update((str(k), _ns(v)) for k, v in list(times.items())[:8])
+        elif op == "setup_failed" and not said.confined:
+            said.error = str(message.get("error"))[:2000]
+        elif op == "status" and isinstance(message.get("status"), int):
+            said.relayed = message["status"]  # from the job's init: the job's own ending
+            said.times["t_job_ended"] = _ns(message.get("t"))
+
+
+def _ns(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _job_report(said: _Said, status: int) -> tuple[int, str | None]:
     """The job's wait status and, if its sandbox was never complete, why.
 
     Only the child's channel says so, and the child closes it before the job's code runs:
     what the job prints or exits with is always the job's result.
     """
-    confined, error, relayed = False, None, None
-    while True:
-        try:
-            message, fds = protocol.recv(chan)
-        except (BlockingIOError, OSError, ValueError):
-            break
-        for fd in fds:
-            os.close(fd)
-        if message is None:
-            break
-        op = message.get("op")
-        if op == "confined":
-            confined = True
-        elif op == "setup_failed" and not confined:
-            error = str(message.get("error"))[:2000]
-        elif op == "status" and isinstance(message.get("status"), int):
-            relayed = message["status"]  # from the job's init: the job's own ending
-    if not confined:
+    if not said.confined:
         code = os.waitstatus_to_exitcode(status)
-        return status, error or f"the job process ended during sandbox setup (status {code})"
-    return (relayed if relayed is not None else status), None
+        return status, said.error or f"the job process ended during sandbox setup (status {code})"
+    return (said.relayed if said.relayed is not None else status), None
 
 
 def _killpg(pgid: int) -> None:
@@ -310,7 +565,8 @@ def main(argv: list[str]) -> None:
     # would otherwise write to (and so copy) every page of the zygote's heap.
     gc.collect()
     gc.freeze()
-    Zygote(ctrl, plan, config["prefork"]).serve()
+    Zygote(ctrl, plan, config["prefork"], bool(config.get("trace")),
+           int(config.get("slots", 0))).serve()
 
 
 if __name__ == "__main__":

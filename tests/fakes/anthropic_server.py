@@ -1,8 +1,10 @@
 """A local HTTP server that speaks enough of the Anthropic Messages API for the real SDK.
 
 ``POST /v1/messages`` answers with what the test scripted: ``tool_use`` messages with usage
-(prompt caching simulated: the second call with the same cached system prompt reports cache
-reads), plain text answers that skip the tool, or errors in the API's JSON shape with
+(prompt caching modelled as the API reports it, see :mod:`tests.fakes.prompt_cache`: input
+tokens estimated from the request, a prefix cached per exact bytes up to a ``cache_control``
+breakpoint when it reaches the model's minimum length, read only once written), plain text
+answers that skip the tool, or errors in the API's JSON shape with
 ``retry-after``. Replies may be delayed or held behind an :class:`asyncio.Event`. It runs on
 the test's event loop (``asyncio.start_server`` on 127.0.0.1, ephemeral port), keeps
 connections alive like the real API, and records every request.
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import sys
@@ -30,6 +31,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.fakes.prompt_cache import CacheRequestError, CacheUsage, PromptCache
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
@@ -44,8 +47,8 @@ class Reply:
     status: int = 200
     content: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = "tool_use"
-    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 900,
-                                                           "output_tokens": 120})
+    #: Overrides the modelled usage (input and cache tokens come from the request).
+    usage: dict[str, int] = field(default_factory=lambda: {"output_tokens": 120})
     error: dict[str, Any] | None = None  # the body of an error reply
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
@@ -120,7 +123,9 @@ class _Queue:
 
 
 class FakeAnthropic:
-    def __init__(self) -> None:
+    """``min_cache_tokens`` overrides the model's minimum cacheable prompt length."""
+
+    def __init__(self, *, min_cache_tokens: int | None = None) -> None:
         self.requests: list[Recorded] = []
         self.replied: list[float] = []  # time.monotonic() of each reply written
         self.in_flight = 0
@@ -128,7 +133,11 @@ class FakeAnthropic:
         self.responder: Responder | None = None
         self._default = _Queue((tool_reply("print('hello')"),))
         self._rules: list[tuple[str, _Queue]] = []
-        self._cached: set[str] = set()
+        self.cache = PromptCache(min_tokens=min_cache_tokens)
+        #: Summed usage of every message answered (input, cache_creation, cache_read).
+        self.tokens = {"input_tokens": 0, "cache_creation_input_tokens": 0,
+                       "cache_read_input_tokens": 0}
+        self.cache_writes = 0  # messages that wrote the cache
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -224,7 +233,8 @@ class FakeAnthropic:
                        raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         if method == "GET" and path == "/_fake/stats":  # for a server in another process
             return 200, {"requests": len(self.requests), "max_in_flight": self.max_in_flight,
-                         "arrived": [r.at for r in self.requests], "replied": self.replied}, {}
+                         "arrived": [r.at for r in self.requests], "replied": self.replied,
+                         "tokens": self.tokens, "cache_writes": self.cache_writes}, {}
         if method != "POST" or path.split("?")[0] != "/v1/messages":
             return 404, error_reply(404, f"no route {method} {path}").error or {}, {}
         # SDKs send the key as x-api-key or (newer ones) as a Bearer token.
@@ -234,6 +244,10 @@ class FakeAnthropic:
         body = json.loads(raw)
         rec = Recorded(path=path, headers=headers, body=body, at=time.monotonic())
         self.requests.append(rec)
+        try:
+            cache = self.cache.usage(body)  # as of arrival: what was written before
+        except CacheRequestError as exc:
+            return 400, error_reply(400, str(exc)).error or {}, {}
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -246,29 +260,21 @@ class FakeAnthropic:
             self.in_flight -= 1
         if reply.error is not None:
             return reply.status, reply.error, reply.headers
-        return reply.status, self._message(body, reply), reply.headers
+        self.cache.commit(cache)  # the response begins: its writes become readable
+        return reply.status, self._message(body, reply, cache), reply.headers
 
-    def _message(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    def _message(self, body: dict[str, Any], reply: Reply, cache: CacheUsage) -> dict[str, Any]:
         n = next(self._ids)
+        usage = {**cache.as_usage(), **reply.usage}
+        for k in self.tokens:
+            self.tokens[k] += usage.get(k, 0)
+        self.cache_writes += usage.get("cache_creation_input_tokens", 0) > 0
         content = [dict(block, id=f"toolu_{n:06d}") if block["type"] == "tool_use" else block
                    for block in reply.content]
         return {"id": f"msg_{n:06d}", "type": "message", "role": "assistant",
                 "model": body.get("model", "?"), "content": content,
                 "stop_reason": reply.stop_reason, "stop_sequence": None,
-                "usage": {**reply.usage, **self._cache_usage(body)}}
-
-    def _cache_usage(self, body: dict[str, Any]) -> dict[str, int]:
-        """Like the API: a cache_control'd system prompt is written once, then read."""
-        system = body.get("system")
-        if not isinstance(system, list) or not any("cache_control" in b for b in system):
-            return {"cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
-        text = "".join(b.get("text", "") for b in system)
-        tokens = max(1, len(text) // 4)
-        key = hashlib.sha256(text.encode()).hexdigest()
-        if key in self._cached:
-            return {"cache_read_input_tokens": tokens, "cache_creation_input_tokens": 0}
-        self._cached.add(key)
-        return {"cache_read_input_tokens": 0, "cache_creation_input_tokens": tokens}
+                "usage": usage}
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
@@ -282,9 +288,9 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     return await reader.readexactly(int(headers.get("content-length", "0")))
 
 
-async def _serve(delay_s: float, code: str) -> None:
+async def _serve(delay_s: float, code: str, min_cache_tokens: int | None) -> None:
     """Serve until stdin closes; the first line on stdout is the base URL."""
-    api = FakeAnthropic()
+    api = FakeAnthropic(min_cache_tokens=min_cache_tokens)
     api.script(tool_reply(code, delay_s=delay_s))
     print(await api.start(), flush=True)
     loop = asyncio.get_running_loop()
@@ -298,5 +304,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="the fake Messages API, standalone")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each reply")
     parser.add_argument("--code", default="print('ok')", help="code every reply submits")
+    parser.add_argument("--min-cache-tokens", type=int, default=None,
+                        help="minimum cacheable prefix (default: the model's)")
     args = parser.parse_args()
-    asyncio.run(_serve(args.delay, args.code))
+    asyncio.run(_serve(args.delay, args.code, args.min_cache_tokens))

@@ -58,7 +58,8 @@ async def test_prompt_becomes_a_validated_routed_command(api: FakeAnthropic,
     assert cmd.usage is not None and cmd.usage.output_tokens == 120
     assert h.sample("llmexec_llm_generations_total", model="claude-sonnet-5-5",
                     outcome="ok") == 1
-    assert h.sample("llmexec_llm_tokens_total", model="claude-sonnet-5-5", kind="input") == 900
+    assert h.sample("llmexec_llm_tokens_total", model="claude-sonnet-5-5",
+                    kind="input") == api.tokens["input_tokens"] > 0
     assert h.sample("llmexec_llm_tokens_total", model="claude-sonnet-5-5",
                     kind="cache_write") > 0
     assert h.sample("llmexec_llm_request_seconds_count", model="claude-sonnet-5-5") == 1

@@ -49,7 +49,8 @@ async def test_a_prompt_request_is_one_trace_under_the_callers_span(
             "results publish", "checkpoint"} <= t.names()
     # Three generations with usage, cached tokens included (the system prompt is cached).
     assert len(t.named("llm.generate")) == 3
-    assert all(v == 900 for v in t.attr("llm.generate", "gen_ai.usage.input_tokens"))
+    assert all(int(v) > 0  # type: ignore[call-overload]
+               for v in t.attr("llm.generate", "gen_ai.usage.input_tokens"))
     cached = t.attr("llm.generate", "gen_ai.usage.cache_read_input_tokens")
     assert sum(int(v) for v in cached if v is not None) > 0  # type: ignore[call-overload]
     # Attempt 1, a validation repair (attempt 2), a runtime repair (attempt 3).

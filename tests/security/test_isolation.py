@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import CANARY, WORKER_MEMORY_SECRET, Harness
+from executor_worker.sandbox import ZygoteSandbox, build_sandbox
+from tests.security.conftest import (
+    CANARY,
+    SET_COMM,
+    WORKER_MEMORY_SECRET,
+    Harness,
+    processes_named,
+    settings_for,
+)
 
 pytestmark = pytest.mark.security
 
@@ -41,7 +49,7 @@ async def test_worker_environment_and_memory_are_out_of_reach(harness: Harness) 
     assert WORKER_MEMORY_SECRET  # alive in this process's heap during the attack
     code = TRY + (
         "import os, re\n"
-        "sup, zyg = inputs['supervisor'], os.getppid()\n"
+        "sup, zyg = inputs['supervisor'], inputs['zygote']\n"
         "print('env', dict(os.environ))\n"
         "attempt('sup-environ', lambda: open(f'/proc/{sup}/environ', 'rb').read())\n"
         "attempt('zyg-environ', lambda: open(f'/proc/{zyg}/environ', 'rb').read())\n"
@@ -58,7 +66,8 @@ async def test_worker_environment_and_memory_are_out_of_reach(harness: Harness) 
         "attempt('secret-file', lambda: open(inputs['secret_file']).read())\n"
     )
     outcome = await harness.run(
-        code, inputs={"supervisor": os.getpid(), "secret_file": str(harness.secret_file)}
+        code, inputs={"supervisor": os.getpid(), "secret_file": str(harness.secret_file),
+                      "zygote": harness.sandbox.zygote_pid}
     )
     assert outcome.status == "succeeded", outcome
     denied(outcome.stdout, "sup-environ", "zyg-environ", "sup-mem", "pid1-environ",
@@ -113,16 +122,23 @@ async def test_concurrent_jobs_never_see_each_others_output(harness: Harness) ->
 async def test_killing_the_parent_and_everyone_fails(harness: Harness) -> None:
     code = TRY + (
         "import os, signal\n"
-        "attempt('kill-zygote', lambda: os.kill(os.getppid(), signal.SIGKILL))\n"
+        # The zygote by its real pid (a job in a slot's PID namespace has no visible parent:
+        # getppid() is 0, and kill(0) would only hit the job's own group).
+        "attempt('kill-zygote', lambda: os.kill(inputs['zygote'], signal.SIGKILL))\n"
+        "if os.getppid():\n"
+        "    attempt('kill-parent', lambda: os.kill(os.getppid(), signal.SIGKILL))\n"
+        "else:\n"
+        "    print('kill-parent DENIED (no visible parent)')\n"
         "attempt('kill-supervisor', lambda: os.kill(inputs['supervisor'], signal.SIGKILL))\n"
         "attempt('kill-init', lambda: os.kill(1, signal.SIGKILL))\n"
         "attempt('kill-all', lambda: os.kill(-1, signal.SIGKILL))\n"
-        "attempt('killpg-zygote', lambda: os.killpg(os.getpgid(os.getppid()), 9))\n"
+        "attempt('killpg-zygote', lambda: os.killpg(os.getpgid(inputs['zygote']), 9))\n"
         "print('survived')\n"
     )
-    outcome = await harness.run(code, inputs={"supervisor": os.getpid()})
-    denied(outcome.stdout, "kill-zygote", "kill-supervisor", "kill-init", "kill-all",
-           "killpg-zygote")
+    outcome = await harness.run(code, inputs={"supervisor": os.getpid(),
+                                              "zygote": harness.sandbox.zygote_pid})
+    denied(outcome.stdout, "kill-zygote", "kill-parent", "kill-supervisor", "kill-init",
+           "kill-all", "killpg-zygote")
     assert harness.sandbox.ready()
     after = await harness.run("print('ok')")
     assert after.stdout == "ok\n"
@@ -136,14 +152,15 @@ async def test_ptrace_and_process_memory_syscalls_fail(harness: Harness) -> None
         "    if rc == -1:\n"
         "        raise OSError(ctypes.get_errno(), 'failed')\n"
         "    return rc\n"
-        "ppid = os.getppid()\n"
+        "ppid = inputs['zygote']\n"
         "attempt('attach', lambda: check(libc.ptrace(16, ppid, 0, 0)))\n"
         "attempt('seize', lambda: check(libc.ptrace(0x4206, inputs['supervisor'], 0, 0)))\n"
         "attempt('traceme', lambda: check(libc.ptrace(0, 0, 0, 0)))\n"
         "buf = ctypes.create_string_buffer(64)\n"
         "attempt('vm_readv', lambda: check(libc.syscall(310, ppid, 0, 1, 0, 1, 0)))\n"
     )
-    outcome = await harness.run(code, inputs={"supervisor": os.getpid()})
+    outcome = await harness.run(code, inputs={"supervisor": os.getpid(),
+                                              "zygote": harness.sandbox.zygote_pid})
     denied(outcome.stdout, "attach", "seize", "traceme", "vm_readv")
 
 
@@ -258,6 +275,7 @@ async def test_inputs_and_artifacts_round_trip(harness: Harness) -> None:
     [artifact] = outcome.artifacts
     assert artifact.name == "result.json"
     assert base64.b64decode(artifact.content_b64 or "") == b'{"sum": 6}'
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []  # job directories are removed
 
 
@@ -274,6 +292,7 @@ async def test_a_job_that_locks_its_own_directory_is_still_cleaned_up(harness: H
     )
     outcome = await harness.run(code)
     assert outcome.status == "succeeded", outcome
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
 
 
@@ -283,3 +302,81 @@ async def test_job_environment_is_empty_of_the_workers(harness: Harness) -> None
     names = json.loads(outcome.stdout)
     assert set(names) <= {"HOME", "TMPDIR", "LC_CTYPE", "OMP_NUM_THREADS",
                           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"}
+
+
+SLOT_PLANT = SET_COMM + (
+    "import ctypes, os, time\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "for d in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+    "    try:\n"
+    "        open(f'{d}/left-by-a', 'w').write('a')\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "print('shm', libc.shmget(0x5107, 4096, 0o1666))\n"  # IPC_CREAT | 0666
+    "print('msg', libc.msgget(0x5107, 0o1666))\n"
+    "if os.fork() == 0:\n"
+    "    try:\n"
+    "        os.setsid()  # out of the job's process group, where seccomp allows it\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    set_comm('slotleft-sec')\n"
+    "    time.sleep(60)\n"
+    "    os._exit(0)\n"
+    "print('uid', os.getuid())\n"
+)
+SLOT_CHECK = SET_COMM + (
+    "import ctypes, os\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "for d in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+    "    try:\n"
+    "        print(d, sorted(os.listdir(d)))\n"
+    "    except OSError as exc:\n"
+    "        print(d, 'unreadable', type(exc).__name__)\n"
+    "print('shm', libc.shmget(0x5107, 0, 0), ctypes.get_errno())\n"
+    "print('msg', libc.msgget(0x5107, 0), ctypes.get_errno())\n"
+    "comms = []\n"
+    "for p in os.listdir('/proc'):\n"
+    "    if p.isdigit():\n"
+    "        try:\n"
+    "            comms.append(open(f'/proc/{p}/comm').read().strip())\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "print('procs', comms)\n"
+    "print('uid', os.getuid())\n"
+)
+
+
+@pytest.mark.parametrize("disabled", ["", "seccomp"])
+async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
+    secrets: Path, work_dir: Path, disabled: str
+) -> None:
+    """One job slot (and its uid, and on root hosts its PID namespace) serves job after job:
+    the next job in it finds no file, /tmp entry, IPC object or process of the last one.
+    Without seccomp the planted process leaves the job's process group (setsid), so only
+    the slot's sweep can catch it."""
+    sandbox = build_sandbox(settings_for(work_dir, concurrency=1, disable_layers=disabled,
+                                         allow_degraded=bool(disabled)))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()
+    try:
+        box = Harness(sandbox, sandbox.job_root, secrets)
+        planted = await box.run(SLOT_PLANT)
+        assert planted.status == "succeeded", planted
+        await sandbox.settle()  # the slot is swept before it is free again
+        assert processes_named("slotleft-sec") == []
+        # Two slots per concurrent job: the second job after the plant reuses its slot.
+        for _ in range(2):
+            checked = await box.run(SLOT_CHECK)
+            assert checked.status == "succeeded", checked
+            out = checked.stdout
+            assert "left-by-a" not in out, out
+            assert "slotleft-sec" not in out, out
+            shm = next(line for line in out.splitlines() if line.startswith("shm "))
+            msg = next(line for line in out.splitlines() if line.startswith("msg "))
+            assert shm.split()[1] == "-1" and msg.split()[1] == "-1", out
+            await sandbox.settle()
+        uid_of = [line for line in (planted.stdout + checked.stdout).splitlines()
+                  if line.startswith("uid ")]
+        assert len(uid_of) == 2 and uid_of[0] == uid_of[1], uid_of  # the same slot
+    finally:
+        await sandbox.close()

@@ -95,3 +95,12 @@ async def test_the_host_attack_classes_in_a_pod(pod: Harness) -> None:
         await corpus.test_unix_datagrams_to_a_host_path_socket_never_arrive(pod, host_dir)
     finally:
         os.rmdir(host_dir)
+
+
+@pytest.mark.parametrize("hang", [True, False])
+async def test_a_job_removing_its_own_directory_in_a_pod(pod: Harness, hang: bool) -> None:
+    """Same uid as the worker, no namespaces: emptying (and trying to remove) the job's
+    own directory still leaves the kill, the result and the clean-up intact."""
+    from tests.security import test_supervisor
+
+    await test_supervisor.test_a_job_that_removes_its_own_directory_is_still_killed(pod, hang)

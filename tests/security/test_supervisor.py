@@ -5,6 +5,7 @@ pass itself off as a broken sandbox."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ import pytest
 
 from executor_worker.sandbox import SandboxJob, ZygoteSandbox, build_sandbox
 from executor_worker.sandbox.zygote_child import SETUP_FAILED_MARKER
-from tests.security.conftest import Harness, settings_for
+from tests.security.conftest import SET_COMM, Harness, processes_named, settings_for
 
 pytestmark = pytest.mark.security
 
@@ -48,12 +49,14 @@ async def test_non_utf8_names_are_escaped_not_fatal(harness: Harness) -> None:
         json.loads(artifact.model_dump_json())  # serialisable, whatever the name was
         artifact.name.encode("utf-8")  # no lone surrogates
     assert any("\\xe9" in n or "%E9" in n.upper() for n in names), names
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
 
 
 async def test_deep_trees_cost_neither_the_result_nor_the_directory(harness: Harness) -> None:
     outcome = await harness.run(DEEP, inputs={"depth": 2500}, timeout_s=20)
     assert outcome.status == "succeeded", outcome
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
     assert (await harness.run("print('ok')")).stdout == "ok\n"
 
@@ -71,6 +74,7 @@ async def test_huge_counts_are_bounded(harness: Harness) -> None:
     assert outcome.status == "succeeded", outcome
     assert len(outcome.artifacts) <= 64
     assert time.monotonic() - start < 25
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
 
 
@@ -90,6 +94,7 @@ async def test_a_job_that_locks_and_links_its_tree_is_still_removed(harness: Har
     )
     outcome = await harness.run(code)
     assert outcome.status == "succeeded", outcome
+    await harness.sandbox.settle()  # teardown runs after the result
     assert list(harness.work_dir.iterdir()) == []
     assert _exists("/etc/passwd")  # nothing followed a link out
 
@@ -141,3 +146,69 @@ async def test_the_worker_starts_on_a_poisoned_work_dir(work_dir: Path) -> None:
         assert not dead.exists(), f"start {attempt}: the dead instance was left in place"
         assert not (jobs / ".quarantine").exists(), "removable, yet quarantined"
     assert _exists("/etc/passwd")  # nothing followed a link out
+
+
+REMOVE_OWN_DIR = SET_COMM + (
+    "import os, time\n"
+    "here = os.getcwd()\n"
+    "for name in os.listdir('.'):\n"
+    "    try:\n"
+    "        os.unlink(name)\n"
+    "    except OSError as exc:\n"
+    "        print('unlink', name, type(exc).__name__, flush=True)\n"
+    "for target in (here, '/tmp', '.'):\n"
+    "    try:\n"
+    "        os.rmdir(target)\n"
+    "        print('rmdir', target, 'ALLOWED', flush=True)\n"
+    "    except OSError as exc:\n"
+    "        print('rmdir', target, type(exc).__name__, flush=True)\n"
+    "if os.fork() == 0:\n"
+    "    set_comm('rmdirkid-sec')\n"
+    "    time.sleep(60)\n"
+    "    os._exit(0)\n"
+    "set_comm('rmdirjob-sec')\n"
+    "print('sleeping', flush=True)\n"
+    "if inputs['hang']:\n"
+    "    time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize("hang", [True, False])
+async def test_a_job_that_removes_its_own_directory_is_still_killed(
+    harness: Harness, hang: bool
+) -> None:
+    """The job empties (and tries to remove) its working directory, leaves a child and then
+    hangs or exits: the kill of its process group still happens, the result is the job's,
+    and the directory is gone afterwards."""
+    outcome = await harness.run(REMOVE_OWN_DIR, timeout_s=1.5, inputs={"hang": hang})
+    assert "sleeping" in outcome.stdout, outcome
+    assert outcome.status == ("timed_out" if hang else "succeeded"), outcome
+    await harness.sandbox.settle()
+    for _ in range(50):
+        if not processes_named("rmdirkid-sec") + processes_named("rmdirjob-sec"):
+            break
+        await asyncio.sleep(0.02)
+    assert processes_named("rmdirkid-sec") == [] and processes_named("rmdirjob-sec") == []
+    assert list(harness.work_dir.iterdir()) == []
+    after = await harness.run("print('ok')")
+    assert after.stdout == "ok\n"
+
+
+@pytest.mark.parametrize("hang", [True, False])
+async def test_a_job_that_really_removes_its_own_directory_is_still_killed(
+    secrets: Path, work_dir: Path, hang: bool
+) -> None:
+    """Where nothing stops the job from removing its directory (no Landlock, no uid, no
+    mount namespace: a degraded sandbox, but the supervisor must hold even there)."""
+    sandbox = build_sandbox(settings_for(
+        work_dir, disable_layers="landlock-fs,uid,netns,userns,pidns,mountns,ipcns,utsns",
+        allow_degraded=True))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()
+    try:
+        box = Harness(sandbox, sandbox.job_root, secrets)
+        outcome = await box.run(REMOVE_OWN_DIR, timeout_s=1.5, inputs={"hang": hang})
+        assert "ALLOWED" in outcome.stdout, outcome  # the directory really went
+        await test_a_job_that_removes_its_own_directory_is_still_killed(box, hang)
+    finally:
+        await sandbox.close()

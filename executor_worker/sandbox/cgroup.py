@@ -1,0 +1,119 @@
+"""A cgroup v2 per job, where the host delegates a subtree to us: totals bounded.
+
+Runs in the zygote (standard library only). ``detect`` says whether the hierarchy the
+zygote lives in is cgroup v2 *and* writable with the controllers a job needs; if not, it
+returns the reason, which becomes the ``cgroup`` note (the layer is then off). With one,
+the zygote moves itself into a ``zygote`` leaf (v2's "no internal processes" rule: a cgroup
+that has children with controllers enabled may hold no processes), enables the controllers
+for its siblings, and ``create`` makes one ``job-<n>`` cgroup per job with:
+
+- ``memory.max``: the job's memory limit (all its processes together, not each one);
+- ``memory.swap.max`` = 0: the limit cannot be escaped into swap;
+- ``pids.max``: the job's process budget, whatever its uid (RLIMIT_NPROC ignores root);
+- ``cpu.max``: at most ``cpu_quota`` cores' worth of CPU time per period.
+
+The job's child joins it before it is confined (writing its pid to ``cgroup.procs``);
+``remove`` runs once the job's last process is reaped (``rmdir`` of an empty cgroup).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+CGROUP_MOUNT = "/sys/fs/cgroup"
+NEEDED = ("memory", "pids", "cpu")
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    memory_bytes: int
+    pids: int
+    cpu_quota: float = 1.0  # cores
+
+
+def own_cgroup(proc_self_cgroup: str = "/proc/self/cgroup") -> str | None:
+    """Our path in the v2 hierarchy (the ``0::`` line), or None on a v1-only host."""
+    try:
+        with open(proc_self_cgroup) as fh:
+            for line in fh:
+                if line.startswith("0::"):
+                    return line[3:].strip() or "/"
+    except OSError:
+        return None
+    return None
+
+
+def detect(mount: str = CGROUP_MOUNT, proc_self_cgroup: str = "/proc/self/cgroup",
+           ) -> tuple[str | None, str]:
+    """(the directory under which job cgroups go, "") or (None, why the layer is off)."""
+    controllers_file = os.path.join(mount, "cgroup.controllers")
+    if not os.path.exists(controllers_file):
+        return None, (f"no cgroup v2 hierarchy at {mount} (cgroup v1 or hybrid host): "
+                      "RLIMIT_AS bounds each process of a job, not its total")
+    own = own_cgroup(proc_self_cgroup)
+    if own is None:
+        return None, "this process is in no cgroup v2 group (/proc/self/cgroup has no 0:: line)"
+    base = os.path.normpath(os.path.join(mount, own.lstrip("/")))
+    try:
+        with open(os.path.join(base, "cgroup.controllers")) as fh:
+            available = set(fh.read().split())
+    except OSError as exc:
+        return None, f"cannot read the controllers of {base}: {exc}"
+    lacking = [c for c in NEEDED if c not in available]
+    if lacking:
+        return None, (f"cgroup {base} is not delegated the {', '.join(lacking)} "
+                      "controller(s)")
+    for name in ("cgroup.subtree_control", "cgroup.procs"):
+        if not os.access(os.path.join(base, name), os.W_OK):
+            return None, f"{base}/{name} is not writable: no cgroup subtree delegated to us"
+    if not os.access(base, os.W_OK):
+        return None, f"cannot create cgroups under {base}: not delegated to us"
+    return base, ""
+
+
+def take_over(base: str, pid: int) -> None:
+    """Move ``pid`` (the zygote) into a leaf and enable the controllers below ``base``."""
+    leaf = os.path.join(base, "zygote")
+    os.makedirs(leaf, exist_ok=True)
+    _write(os.path.join(leaf, "cgroup.procs"), str(pid))
+    _write(os.path.join(base, "cgroup.subtree_control"), " ".join(f"+{c}" for c in NEEDED))
+
+
+def create(base: str, name: str, limits: JobLimits) -> str:
+    """A job's own cgroup with its limits written; returns its path."""
+    path = os.path.join(base, name)
+    os.mkdir(path, 0o755)
+    try:
+        _write(os.path.join(path, "memory.max"), str(limits.memory_bytes))
+        _write(os.path.join(path, "memory.swap.max"), "0")
+        _write(os.path.join(path, "pids.max"), str(limits.pids))
+        quota = max(1000, int(limits.cpu_quota * CPU_PERIOD_US))
+        _write(os.path.join(path, "cpu.max"), f"{quota} {CPU_PERIOD_US}")
+    except BaseException:
+        remove(path)
+        raise
+    return path
+
+
+def join(path: str, pid: int = 0) -> None:
+    """Move ``pid`` (0: the caller) into the cgroup at ``path``."""
+    _write(os.path.join(path, "cgroup.procs"), str(pid or os.getpid()))
+
+
+def remove(path: str) -> bool:
+    """rmdir the (empty) cgroup; False if it is still busy or already gone."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
