@@ -98,11 +98,38 @@ def detect(mount: str = CGROUP_MOUNT, proc_self_cgroup: str = "/proc/self/cgroup
 
 
 def take_over(base: str, pid: int) -> None:
-    """Move ``pid`` (the zygote) into a leaf and enable the controllers below ``base``."""
+    """Move ``pid`` (the zygote) into a leaf and enable the controllers below ``base``.
+
+    The zygote inherits its cgroup from the worker, so the worker (and whatever else the
+    delegated cgroup holds, e.g. a container's init) is there too: v2 allows no process in
+    a cgroup whose controllers are enabled for its children, so those move into a leaf
+    of their own, ``worker``, with no limits (as docker-in-docker does with ``init``).
+    Empty ``job-*`` cgroups a zygote that died left behind are removed.
+    """
     leaf = os.path.join(base, "zygote")
     os.makedirs(leaf, exist_ok=True)
     _write(os.path.join(leaf, "cgroup.procs"), str(pid))
+    others = [p for p in _procs(base) if p != pid]
+    if others:
+        rest = os.path.join(base, "worker")
+        os.makedirs(rest, exist_ok=True)
+        for other in others:
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                _write(os.path.join(rest, "cgroup.procs"), str(other))
     _write(os.path.join(base, "cgroup.subtree_control"), " ".join(f"+{c}" for c in NEEDED))
+    with os.scandir(base) as entries:
+        stale = [e.path for e in entries if e.name.startswith("job-") and e.is_dir()]
+    for path in stale:
+        if not _emulated:  # a fake tree cannot tell empty from populated: left alone
+            remove(path)  # rmdir: only an empty cgroup goes, never another zygote's job
+
+
+def _procs(path: str) -> list[int]:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as fh:
+            return [int(word) for word in fh.read().split() if word.isdigit()]
+    except OSError:
+        return []
 
 
 def create(base: str, name: str, limits: JobLimits) -> str:
@@ -153,12 +180,7 @@ def kill(path: str) -> None:
         return
     except OSError:
         pass
-    try:
-        with open(os.path.join(path, "cgroup.procs")) as fh:
-            pids = [int(line) for line in fh.read().split() if line.isdigit()]
-    except OSError:
-        return
-    for pid in pids:
+    for pid in _procs(path):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 

@@ -13,6 +13,12 @@ and the kernel tears the job's namespaces down (that teardown, ~1-3 ms of mount,
 PID namespace work, is no part of the job's latency). ``reaped`` follows once the job's
 last process is gone; only then may the supervisor remove the job directory and give the
 slot's uid to another job.
+
+Where the host delegates a cgroup v2 subtree (cgroup.py), each job gets a cgroup of its
+own: created at dispatch with the job's limits, joined by the job's process before it is
+confined (it gets the cgroup's ``cgroup.procs`` with its ``run`` message), and removed just
+before ``reaped`` is reported (killed first if anything is still in it; retried while its
+processes die; at exit, every one left).
 """
 
 from __future__ import annotations
@@ -198,7 +204,8 @@ class Zygote:
         try:
             fd = cgroup.open_procs(path)
         except OSError:
-            cgroup.release(path)
+            if not cgroup.release(path):
+                self._cg_leftover.append(path)
             raise
         self._cgroups[message["id"]] = path
         return fd

@@ -54,6 +54,7 @@ _JOB = (
 
 async def test_each_job_runs_in_a_cgroup_of_its_own(work_dir: Path) -> None:
     mount, own, self_cgroup = _fake_cgroupfs(work_dir)
+    (own / "cgroup.procs").write_text(f"{os.getpid()}\n")  # the worker, where it started
     settings = settings_for(work_dir, cpu_quota=0.5, nproc=48)
     box = ZygoteSandbox(settings, _fake_cgroupfs=(str(mount), str(self_cgroup)))
     await box.start()
@@ -63,6 +64,8 @@ async def test_each_job_runs_in_a_cgroup_of_its_own(work_dir: Path) -> None:
         # The zygote moved itself into a leaf and enabled the controllers for its siblings.
         assert (own / "zygote" / "cgroup.procs").read_text() == str(box.zygote_pid)
         assert (own / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+        # What else was in the delegated cgroup (the worker) went to a leaf of its own.
+        assert (own / "worker" / "cgroup.procs").read_text() == str(os.getpid())
         memories = [64, 96, 128, 160, 192, 224]
         outcomes = await asyncio.gather(*(
             box.run(SandboxJob(job_id=uuid.uuid4().hex, code=_JOB, memory_mb=mb,
@@ -70,7 +73,7 @@ async def test_each_job_runs_in_a_cgroup_of_its_own(work_dir: Path) -> None:
             for mb in memories))
         await box.settle()
         # Gone once each job's last process was reaped (the forked sleeper included).
-        assert sorted(p.name for p in own.iterdir() if p.is_dir()) == ["zygote"]
+        assert sorted(p.name for p in own.iterdir() if p.is_dir()) == ["worker", "zygote"]
     finally:
         await box.close()
     for outcome in outcomes:
