@@ -20,8 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from executor_worker.sandbox import SandboxJob, SandboxRefused, ZygoteSandbox
+from executor_worker.sandbox import (
+    SandboxJob,
+    SandboxRefused,
+    SandboxUnavailable,
+    ZygoteSandbox,
+)
 from tests.security.conftest import settings_for
+
+pytestmark = pytest.mark.security
 
 _OWN = "llmexec.slice/worker"
 
@@ -44,11 +51,13 @@ def _fake_cgroupfs(root: Path, controllers: str = "cpu memory pids") -> tuple[Pa
 
 _JOB = (
     "import os, time\n"
-    "print(os.getpid(), time.time_ns())\n"
+    "print(os.getpid(), time.time_ns(), flush=True)\n"
     "if inputs.get('fork'):\n"
     "    if os.fork() == 0:\n"
     "        time.sleep(30)\n"  # left running: killed with the job, its cgroup still goes
     "        os._exit(0)\n"
+    "while inputs.get('spin'):\n"
+    "    pass\n"
 )
 
 
@@ -67,17 +76,19 @@ async def test_each_job_runs_in_a_cgroup_of_its_own(work_dir: Path) -> None:
         # What else was in the delegated cgroup (the worker) went to a leaf of its own.
         assert (own / "worker" / "cgroup.procs").read_text() == str(os.getpid())
         memories = [64, 96, 128, 160, 192, 224]
+        # One leaves a process behind, one is killed at its timeout: their cgroups go too.
         outcomes = await asyncio.gather(*(
             box.run(SandboxJob(job_id=uuid.uuid4().hex, code=_JOB, memory_mb=mb,
-                               timeout_s=10, inputs={"fork": mb == 96}))
+                               timeout_s=1 if mb == 128 else 10,
+                               inputs={"fork": mb == 96, "spin": mb == 128}))
             for mb in memories))
         await box.settle()
         # Gone once each job's last process was reaped (the forked sleeper included).
         assert sorted(p.name for p in own.iterdir() if p.is_dir()) == ["worker", "zygote"]
     finally:
         await box.close()
-    for outcome in outcomes:
-        assert outcome.status == "succeeded", outcome
+    for mb, outcome in zip(memories, outcomes, strict=True):
+        assert outcome.status == ("timed_out" if mb == 128 else "succeeded"), outcome
         assert "cgroup" in outcome.layers
     records = [json.loads(line) for line in (own / "writes.log").read_text().splitlines()]
     assert len(records) == len(memories)
@@ -95,6 +106,32 @@ async def test_each_job_runs_in_a_cgroup_of_its_own(work_dir: Path) -> None:
         # ... before its code started (file times come from the coarse clock, which never
         # runs ahead of the fine one the job read).
         assert int(record["cgroup.procs.mtime_ns"]) <= started_ns
+
+
+async def test_a_job_whose_cgroup_cannot_be_made_never_runs(work_dir: Path) -> None:
+    mount, own, self_cgroup = _fake_cgroupfs(work_dir)
+    box = ZygoteSandbox(settings_for(work_dir),
+                        _fake_cgroupfs=(str(mount), str(self_cgroup)))
+    await box.start()
+    marker = work_dir / "ran"
+    try:
+        assert "cgroup" in box.layers(), box.notes()
+        moved = own.with_name("moved")
+        own.rename(moved)  # the delegated cgroup went away under the zygote
+        try:
+            with pytest.raises(SandboxUnavailable, match="cannot create the job's cgroup"):
+                await box.run(SandboxJob(job_id="j", timeout_s=10,
+                                         code=f"open({str(marker)!r}, 'w').close()"))
+        finally:
+            moved.rename(own)
+        assert not marker.exists()
+        # Reported as a setup failure over the control channel; the zygote serves on.
+        outcome = await box.run(SandboxJob(job_id="k", code="print(2)", timeout_s=10))
+        assert outcome.status == "succeeded" and outcome.stdout == "2\n"
+        await box.settle()
+        assert sorted(p.name for p in own.iterdir() if p.is_dir()) == ["zygote"]
+    finally:
+        await box.close()
 
 
 @pytest.mark.parametrize("flaw", ["lacks memory and pids", "not writable"])
