@@ -38,6 +38,9 @@ class ProbeConfig:
     extra_read_paths: tuple[str, ...] = ()
     nproc: int = 64
     tmp_bytes: int = 64 * 1024 * 1024
+    #: Where cgroup v2 is mounted and which file says our place in it (tests: a fake tree).
+    cgroup_mount: str = cgroup.CGROUP_MOUNT
+    cgroup_self: str = "/proc/self/cgroup"
 
 
 def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
@@ -86,8 +89,15 @@ def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
         layers.append("no-new-privs")
         _plan_landlock(plan, config, layers, usable)
         _plan_seccomp(plan, config, layers, usable)
-    if "cgroup" not in config.disabled:
-        notes["cgroup"] = _cgroup_note()
+    if "cgroup" in config.disabled:
+        notes["cgroup"] = "disabled by configuration (SANDBOX_DISABLE_LAYERS)"
+    else:
+        base, why = _take_cgroup(config)
+        if base is None:
+            notes["cgroup"] = why
+        else:
+            plan.cgroup_base = base
+            layers.append("cgroup")
     return plan, tuple(layers)
 
 
@@ -141,12 +151,18 @@ def _namespace_child(plan: namespaces.NamespacePlan) -> None:
             raise RuntimeError(f"the new /proc shows pids {pids[:5]} (we are {os.getpid()})")
 
 
-def _cgroup_note() -> str:
-    base, why = cgroup.detect()
+def _take_cgroup(config: ProbeConfig) -> tuple[str | None, str]:
+    """The delegated directory job cgroups go under, with this process (the zygote) moved
+    into its leaf and the controllers enabled; or None and why the layer is off."""
+    base, why = cgroup.detect(config.cgroup_mount, config.cgroup_self)
     if base is None:
-        return why
-    return (f"cgroup v2 subtree {base} is delegated, but jobs are not yet placed in cgroups "
-            "of their own (executor_worker/sandbox/cgroup.py): RLIMIT_AS bounds each process")
+        return None, why
+    try:
+        cgroup.take_over(base, os.getpid())
+    except OSError as exc:
+        return None, (f"cgroup {base} is delegated but the zygote cannot take it over "
+                      f"(move itself into a leaf, enable {'/'.join(cgroup.NEEDED)}): {exc}")
+    return base, ""
 
 
 def _plan_landlock(plan: Plan, config: ProbeConfig, layers: list[str],

@@ -51,6 +51,9 @@ class SandboxSettings(BaseSettings):
     #: Per-job process budget (RLIMIT_NPROC, counted per job where the host allows).
     nproc: Annotated[int, Field(ge=1, le=4096)] = 64
     nofile: Annotated[int, Field(ge=16, le=65536)] = 64
+    #: CPU a job may use, in cores' worth per period (cgroup ``cpu.max``, where the host
+    #: delegates a cgroup v2 subtree; elsewhere only RLIMIT_CPU bounds CPU time).
+    cpu_quota: Annotated[float, Field(ge=0.01, le=256)] = 1.0
     #: Size of each private tmpfs (/tmp, /var/tmp, /dev/shm) a job gets in its mount namespace.
     tmp_mb: Annotated[int, Field(ge=1, le=4096)] = 64
     #: A job printing more than this many times its output cap is killed (output_limit).

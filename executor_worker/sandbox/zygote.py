@@ -70,9 +70,15 @@ _DRAIN_GRACE_S = 2.0
 
 
 class ZygoteSandbox:
-    def __init__(self, settings: SandboxSettings, *, python: str | None = None) -> None:
+    def __init__(self, settings: SandboxSettings, *, python: str | None = None,
+                 _fake_cgroupfs: tuple[str, str] | None = None) -> None:
+        """``_fake_cgroupfs``: for tests only, (mount, file standing in for
+        /proc/self/cgroup) of a fake cgroupfs tree the zygote then takes for the host's
+        (cgroup.py emulates the kernel there). Deliberately no setting: a directory that
+        is not cgroupfs enforces nothing, yet would report the ``cgroup`` layer."""
         self._settings = settings
         self._python = python or real_python()
+        self._fake_cgroupfs = _fake_cgroupfs
         self._work_dir = Path(os.path.abspath(settings.work_dir))
         # A directory of this instance's own: several workers (or tests) may share work_dir,
         # and a worker that died mid-job leaves directories that only it may sweep.
@@ -199,6 +205,7 @@ class ZygoteSandbox:
             "tmp_bytes": s.tmp_mb * 1024 * 1024,
             "supervisor_pid": os.getpid(), "trace": s.trace,
             "slots": 2 * s.concurrency,
+            "cgroup_fs": list(self._fake_cgroupfs) if self._fake_cgroupfs else None,
         }
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -403,6 +410,7 @@ class ZygoteSandbox:
             "fsize": job.max_file_bytes,
             "nofile": self._settings.nofile,
             "nproc": self._settings.nproc,
+            "cpu_quota": self._settings.cpu_quota,  # cores (cgroup cpu.max)
         }
         start = time.monotonic()
         try:

@@ -58,6 +58,8 @@ class Plan:
     seccomp_split: tuple[bytes, bytes] | None = None
     ns: namespaces.NamespacePlan = field(default_factory=namespaces.NamespacePlan)
     nproc: int = 64
+    #: The delegated cgroup v2 directory job cgroups go under (the zygote's, see cgroup.py)
+    cgroup_base: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -147,11 +149,15 @@ def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
     """Wait for the job, confine, run it; returns the exit status for os._exit."""
     message, fds = protocol.recv(chan)
     received = time.monotonic_ns()
-    if message is None or message.get("op") != "run" or len(fds) != 3:
+    if message is None or message.get("op") != "run" or len(fds) not in (3, 4):
         return 0  # the zygote is shutting down its pool
-    out_fd, err_fd, done_fd = fds
+    out_fd, err_fd, done_fd = fds[:3]
     chan_fd = chan.detach()
     try:
+        if len(fds) == 4:
+            _join_cgroup(fds[3])
+        elif plan.cgroup_base is not None:
+            raise RuntimeError("the zygote sent no cgroup for this job")
         _confine(message, plan, ready, out_fd, err_fd, chan_fd, done_fd)
         # The last thing before the code: from here on nothing the job does reaches the
         # zygote but its exit status.
@@ -169,6 +175,16 @@ def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
     with contextlib.suppress(OSError):
         os.write(done_fd, bytes([status & 0xFF]))
     return status
+
+
+def _join_cgroup(procs_fd: int) -> None:
+    """Move this process (and so all it will fork) into the job's cgroup, before anything
+    of the job runs: the zygote opened its cgroup.procs, so the kernel checks the zygote's
+    credentials, not the uid this process is about to take."""
+    try:
+        os.write(procs_fd, str(os.getpid()).encode())
+    finally:
+        os.close(procs_fd)
 
 
 def _tell(chan_fd: int, message: dict[str, Any]) -> None:

@@ -13,12 +13,19 @@ and the kernel tears the job's namespaces down (that teardown, ~1-3 ms of mount,
 PID namespace work, is no part of the job's latency). ``reaped`` follows once the job's
 last process is gone; only then may the supervisor remove the job directory and give the
 slot's uid to another job.
+
+Where the host delegates a cgroup v2 subtree (cgroup.py), each job gets a cgroup of its
+own: created at dispatch with the job's limits, joined by the job's process before it is
+confined (it gets the cgroup's ``cgroup.procs`` with its ``run`` message), and removed just
+before ``reaped`` is reported (killed first if anything is still in it; retried while its
+processes die; at exit, every one left).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import gc
 import importlib
 import json
@@ -30,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from executor_worker.sandbox import linux, probe, protocol, slot_ns, zygote_child
+from executor_worker.sandbox import cgroup, linux, probe, protocol, slot_ns, zygote_child
 
 #: Thread-pool knobs for pre-imported numeric libraries: a forked child inherits no threads,
 #: and a pool sized for the host would oversubscribe the job's share of it.
@@ -74,6 +81,11 @@ class Zygote:
         #: sweeper pid -> the job whose "reaped" waits for it (its slot uid is not free
         #: before every process of that uid is dead)
         self._sweepers: dict[int, protocol.Message] = {}
+        #: job id -> its cgroup (where the host delegates one, see cgroup.py); removed once
+        #: the job's last process is reaped, retried from _cg_leftover while still busy
+        self._cgroups: dict[str, str] = {}
+        self._cg_leftover: list[str] = []
+        self._cg_next = 0
         self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wakeup_w)
@@ -132,22 +144,34 @@ class Zygote:
         return ready if ready is not None else self._fork_child(slot)
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
-        done_r, done_w = os.pipe2(os.O_CLOEXEC)
         slot = int(message["slot"])
         if self._slot_count and not 0 <= slot < self._slot_count:
             raise ValueError(f"slot {slot} out of range")
+        extra: list[int] = []
+        if self._plan.cgroup_base is not None:
+            if self._cg_leftover:
+                self._retry_cgroups()
+            try:
+                extra.append(self._job_cgroup(message))
+            except OSError as exc:
+                # No cgroup, no job: it never runs with less than the layers reported.
+                self._refuse(message["id"], f"cannot create the job's cgroup: {exc}")
+                return
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
         self._busy.add(slot)
         try:
             while True:
                 pid, chan = self._take_child(slot)
                 try:
-                    protocol.send(chan, message, [*fds, done_w])
+                    protocol.send(chan, message, [*fds, done_w, *extra])
                     break
                 except OSError:
                     chan.close()
                     continue  # that child died while idle; take the next
         finally:
             os.close(done_w)
+            for fd in extra:
+                os.close(fd)
         os.set_blocking(done_r, False)
         self._done[pid] = done_r
         self._selector.register(done_r, selectors.EVENT_READ, ("done", pid))
@@ -160,6 +184,58 @@ class Zygote:
         if self._plan.ns.pid and not self._slot_count:
             # The job's init relays the job's status here before it exits: report then.
             self._selector.register(chan, selectors.EVENT_READ, pid)
+
+    def _job_cgroup(self, message: dict[str, Any]) -> int:
+        """Create the job's cgroup with its limits; the write end of its cgroup.procs, for
+        the child to join it before it is confined."""
+        assert self._plan.cgroup_base is not None
+        limits = message["limits"]
+        job_limits = cgroup.JobLimits(memory_bytes=int(limits["memory"]),
+                                      pids=int(limits["nproc"]),
+                                      cpu_quota=float(limits.get("cpu_quota", 1.0)))
+        while True:
+            name = f"job-{self._cg_next}"
+            self._cg_next += 1
+            try:
+                path = cgroup.create(self._plan.cgroup_base, name, job_limits)
+                break
+            except FileExistsError:
+                continue  # left by an earlier zygote, or another worker's
+        try:
+            fd = cgroup.open_procs(path)
+        except OSError:
+            if not cgroup.release(path):
+                self._cg_leftover.append(path)
+            raise
+        self._cgroups[message["id"]] = path
+        return fd
+
+    def _refuse(self, job_id: str, why: str) -> None:
+        protocol.send(self._ctrl, {"op": "exited", "id": job_id, "status": 0,
+                                   "setup_error": why, "done": False})
+        protocol.send(self._ctrl, {"op": "reaped", "id": job_id})
+
+    def _send_reaped(self, message: protocol.Message) -> None:
+        """The job's last process is gone: its cgroup goes too, then the supervisor hears."""
+        path = self._cgroups.pop(message["id"], None)
+        if path is not None and not cgroup.release(path):
+            self._cg_leftover.append(path)  # still dying after cgroup.kill: retried
+        protocol.send(self._ctrl, message)
+
+    def _retry_cgroups(self) -> None:
+        self._cg_leftover = [path for path in self._cg_leftover if not cgroup.release(path)]
+
+    def release_cgroups(self, patience_s: float = 2.0) -> None:
+        """At exit: no job cgroup is left behind (kill what is in each, wait for it)."""
+        leftover = [*self._cgroups.values(), *self._cg_leftover]
+        self._cgroups.clear()
+        deadline = time.monotonic() + patience_s
+        while leftover:
+            leftover = [path for path in leftover if not cgroup.release(path)]
+            if not leftover or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        self._cg_leftover = leftover
 
     def _on_done(self, pid: int) -> None:
         """The job's code returned: one byte, its exit code. Written by our code after the
@@ -256,7 +332,7 @@ class Zygote:
         self._busy.discard(slot)
         reaped = self._after_sweep.pop(slot, None)
         if reaped is not None:
-            protocol.send(self._ctrl, reaped)
+            self._send_reaped(reaped)
 
     def _drop_slot(self, slot: int) -> None:
         ns = self._slot_ns.pop(slot, None)
@@ -379,7 +455,7 @@ class Zygote:
                 self._groups.pop(pid, None)
                 reaped = self._sweepers.pop(pid, None)
                 if reaped is not None:
-                    protocol.send(self._ctrl, reaped)
+                    self._send_reaped(reaped)
                 continue
             job_id, slot, chan = job
             self._pids.pop(job_id, None)
@@ -402,7 +478,9 @@ class Zygote:
             elif self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
                 self._sweepers[self._sweep(self._plan.uid_base + slot)] = message
             else:
-                protocol.send(self._ctrl, message)
+                self._send_reaped(message)
+        if self._cg_leftover:
+            self._retry_cgroups()
 
     def _sweep_slot(self, slot: int, reaped: protocol.Message) -> None:
         """The slot's namespace is emptied before it is reported free: nothing of this job
@@ -410,7 +488,7 @@ class Zygote:
         ns = self._slot_ns.get(slot)
         if ns is None:
             self._busy.discard(slot)
-            protocol.send(self._ctrl, reaped)
+            self._send_reaped(reaped)
             return
         self._after_sweep[slot] = reaped
         try:
@@ -551,6 +629,12 @@ def main(argv: list[str]) -> None:
         nproc=config["nproc"],
         tmp_bytes=config["tmp_bytes"],
     )
+    fake_cgroup = config.get("cgroup_fs")
+    if fake_cgroup:
+        # A test's fake cgroupfs (see cgroup.py): never from the worker's settings.
+        cgroup.emulate_kernel(True)
+        probe_config = dataclasses.replace(probe_config, cgroup_mount=fake_cgroup[0],
+                                           cgroup_self=fake_cgroup[1])
     plan, layers = probe.detect(probe_config)
     # Entering a user namespace changes our credentials, which clears the death signal.
     linux.set_parent_death_signal(signal.SIGKILL)
@@ -565,8 +649,12 @@ def main(argv: list[str]) -> None:
     # would otherwise write to (and so copy) every page of the zygote's heap.
     gc.collect()
     gc.freeze()
-    Zygote(ctrl, plan, config["prefork"], bool(config.get("trace")),
-           int(config.get("slots", 0))).serve()
+    zygote = Zygote(ctrl, plan, config["prefork"], bool(config.get("trace")),
+                    int(config.get("slots", 0)))
+    try:
+        zygote.serve()
+    finally:
+        zygote.release_cgroups()
 
 
 if __name__ == "__main__":

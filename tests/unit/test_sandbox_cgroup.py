@@ -96,3 +96,65 @@ def test_failed_limit_write_leaves_no_cgroup(tmp_path: Path) -> None:
         cgroup.create(base, "job-8", cgroup.JobLimits(memory_bytes=1, pids=1))
     assert not (Path(base) / "job-8").exists()
     assert cgroup.remove(str(Path(base) / "job-8")) is False
+
+
+def _emulated_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    mount, proc = _fake_tree(tmp_path)
+    base, _ = cgroup.detect(str(mount), str(proc))
+    assert base is not None
+    monkeypatch.setattr(cgroup, "_emulated", True)
+    path = cgroup.create(base, "job-1", cgroup.JobLimits(memory_bytes=1 << 20, pids=4))
+    return base, Path(path)
+
+
+def test_busy_cgroup_is_killed_and_removed_once_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, job = _emulated_job(tmp_path, monkeypatch)
+    (job / "child").mkdir()  # the emulation's stand-in for "still populated": rmdir refused
+    assert cgroup.release(str(job)) is False
+    assert (job / "cgroup.kill").read_text() == "1"
+    assert job.is_dir()
+    (job / "child").rmdir()
+    assert cgroup.release(str(job)) is True
+    assert not job.exists()
+    assert cgroup.release(str(job)) is True  # already gone: nothing left to do
+
+
+def test_kill_without_cgroup_kill_signals_each_listed_pid(tmp_path: Path) -> None:
+    import subprocess
+
+    job = tmp_path / "job-2"
+    job.mkdir()
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (job / "cgroup.procs").write_text(f"{sleeper.pid}\n")
+        cgroup.kill(str(job))  # no cgroup.kill file (kernel < 5.14): per-pid SIGKILL
+        assert sleeper.wait(timeout=5) == -9
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_take_over_moves_the_other_processes_to_a_leaf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mount, proc = _fake_tree(tmp_path)
+    base, _ = cgroup.detect(str(mount), str(proc))
+    assert base is not None
+    (Path(base) / "cgroup.procs").write_text("1\n77\n99\n")
+    monkeypatch.setattr(cgroup, "_emulated", True)
+    writes: list[tuple[str, str]] = []
+    real_write = cgroup._write
+
+    def record(path: str, value: str) -> None:
+        writes.append((os.path.relpath(path, base), value))
+        real_write(path, value)
+
+    monkeypatch.setattr(cgroup, "_write", record)
+    cgroup.take_over(base, 99)
+    # The zygote first, then one write per other pid (as the kernel takes them), and only
+    # then the controllers: the delegated cgroup itself holds no process by then.
+    assert writes == [("zygote/cgroup.procs", "99"), ("worker/cgroup.procs", "1"),
+                      ("worker/cgroup.procs", "77"),
+                      ("cgroup.subtree_control", "+memory +pids +cpu")]
