@@ -215,3 +215,39 @@ async def chaos(request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
         for bus in buses:
             await bus.close()
     gc.collect()
+
+
+#: A replica that cannot renew its ownership for this long gives its partitions up.
+SHORT_EXPIRY_S = 3.0
+
+
+@pytest.fixture(params=["memory", pytest.param("eventhubs", marks=EVENTHUBS_MARKS)])
+async def short_expiry(request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
+    """Like ``chaos``, with an ownership expiry shorter than the store outage to come."""
+    if request.param == "memory":
+        faults = MemoryFaults()
+        bus = FaultyMemoryBus(faults, ownership_expiry_s=1.0)
+        yield Chaos("memory", lambda: bus, memory=faults)
+        faults.store_is_down = False
+        await bus.close()
+        return
+    from pipeline.bus.eventhubs import EventHubsBus
+    from tests.chaos.blobproxy import BlobProxy
+    from tests.eventhubs_peer import EventHubsPeer
+
+    storage = request.getfixturevalue("azurite")
+    async with EventHubsPeer(hubs=CHAOS_HUBS) as peer, BlobProxy(storage) as proxy:
+        settings = BusSettings(
+            event_hub_connection_string=peer.connection_string,  # type: ignore[arg-type]
+            storage_connection_string=proxy.connection_string,  # type: ignore[arg-type]
+            checkpoint_container=f"cp-{uuid.uuid4().hex[:12]}",
+        )
+        bus = EventHubsBus(settings, load_balancing_interval_s=0.3,
+                           ownership_expiry_s=SHORT_EXPIRY_S, max_wait_s=0.2, greedy=True)
+        direct = EventHubsBus(settings.model_copy(
+            update={"storage_connection_string": SecretStr(storage)}))
+        yield Chaos("eventhubs", lambda: bus, peer=peer, proxy=proxy, direct=direct)
+        proxy.up()
+        await direct.close()
+        await bus.close()
+    gc.collect()

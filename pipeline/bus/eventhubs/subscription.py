@@ -21,6 +21,7 @@ from azure.eventhub.aio import PartitionContext as SdkPartitionContext
 
 from pipeline.bus.eventhubs.clients import AzureClients
 from pipeline.bus.eventhubs.errors import translate
+from pipeline.bus.eventhubs.ownership import RenewalCheckedStore
 from pipeline.bus.ports import PartitionReceiver, ReceivedEvent, StartPosition
 
 log = structlog.get_logger(__name__)
@@ -115,7 +116,7 @@ class EventHubsSubscription:
         options = self._options
         self._client = self._clients.consumer(
             self.hub, self.consumer_group,
-            checkpoint_store=store,
+            checkpoint_store=RenewalCheckedStore(store, options.ownership_expiry_s),
             load_balancing_interval=options.load_balancing_interval_s,
             partition_ownership_expiration_interval=options.ownership_expiry_s,
             load_balancing_strategy=options.load_balancing_strategy,
