@@ -94,6 +94,13 @@ class Zygote:
         self._selector.register(self._wakeup_r, selectors.EVENT_READ, "child")
 
     def serve(self) -> None:
+        try:
+            self._serve()
+        except (BrokenPipeError, ConnectionResetError):
+            # The supervisor closed while we were still reporting: it is gone, as on EOF.
+            return
+
+    def _serve(self) -> None:
         self._fill_pool()
         short = False
         while True:
