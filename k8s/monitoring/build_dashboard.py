@@ -1,6 +1,6 @@
 """Writes dashboards/llm-executor.json: the Grafana dashboard, from the panel list below
 (kept as code so panels stay uniform; ``python k8s/monitoring/build_dashboard.py``).
-docs/render_dashboard.py plots the same PANELS from a local run's /metrics."""
+bench/render_dashboard.py plots the same PANELS from a local run's /metrics."""
 
 from __future__ import annotations
 

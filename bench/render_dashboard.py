@@ -10,7 +10,7 @@ latencies of our client, against a fake model). /metrics of both services is scr
 second; each panel's PromQL is evaluated here for the shapes the dashboard uses (rate over
 the scrape interval, sum/max/min by labels, histogram_quantile).
 
-    python docs/render_dashboard.py [--seconds 60]      (needs matplotlib; from the repo root)
+    python bench/render_dashboard.py [--seconds 60]      (needs matplotlib; from the repo root)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
 Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -219,7 +219,7 @@ def render(series: list[tuple[float, Sample]], out: Path) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle("llm-executor dashboard panels, from /metrics of a local run "
-                 "(docs/render_dashboard.py)", fontsize=13)
+                 "(bench/render_dashboard.py)", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(out, dpi=80)
     print(out)
