@@ -13,6 +13,7 @@ six times the cost, on a CI machine shared with everything else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import uuid
@@ -175,15 +176,17 @@ EVENTHUBS_MARKS = [
 ]
 
 
-@pytest.fixture(params=["memory", pytest.param("eventhubs", marks=EVENTHUBS_MARKS)])
-async def chaos(request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
+@contextlib.asynccontextmanager
+async def backend(request: pytest.FixtureRequest, memory_expiry_s: float,
+                  eventhubs_expiry_s: float) -> AsyncIterator[Chaos]:
+    """The fixture's backend (``request.param``) with its fault switches, torn down whole."""
     if request.param == "memory":
         faults = MemoryFaults()
-        bus = FaultyMemoryBus(faults)
-        yield Chaos("memory", lambda: bus, memory=faults)
+        memory_bus = FaultyMemoryBus(faults, ownership_expiry_s=memory_expiry_s)
+        yield Chaos("memory", lambda: memory_bus, memory=faults)
         faults.frozen.set()
         faults.store_is_down = False
-        await bus.close()
+        await memory_bus.close()
         return
     from pipeline.bus.eventhubs import EventHubsBus
     from tests.chaos.blobproxy import BlobProxy
@@ -201,7 +204,7 @@ async def chaos(request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
         def make() -> Bus:
             if not buses:
                 buses.append(EventHubsBus(settings, load_balancing_interval_s=0.3,
-                                          ownership_expiry_s=OWNERSHIP_EXPIRY_S, max_wait_s=0.2,
+                                          ownership_expiry_s=eventhubs_expiry_s, max_wait_s=0.2,
                                           greedy=True))
             return buses[0]
 
@@ -217,6 +220,12 @@ async def chaos(request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
     gc.collect()
 
 
+@pytest.fixture(params=["memory", pytest.param("eventhubs", marks=EVENTHUBS_MARKS)])
+async def chaos(request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
+    async with backend(request, OWNERSHIP_EXPIRY_S, OWNERSHIP_EXPIRY_S) as made:
+        yield made
+
+
 #: A replica that cannot renew its ownership for this long gives its partitions up.
 SHORT_EXPIRY_S = 3.0
 
@@ -224,30 +233,5 @@ SHORT_EXPIRY_S = 3.0
 @pytest.fixture(params=["memory", pytest.param("eventhubs", marks=EVENTHUBS_MARKS)])
 async def short_expiry(request: pytest.FixtureRequest) -> AsyncIterator[Chaos]:
     """Like ``chaos``, with an ownership expiry shorter than the store outage to come."""
-    if request.param == "memory":
-        faults = MemoryFaults()
-        bus = FaultyMemoryBus(faults, ownership_expiry_s=1.0)
-        yield Chaos("memory", lambda: bus, memory=faults)
-        faults.store_is_down = False
-        await bus.close()
-        return
-    from pipeline.bus.eventhubs import EventHubsBus
-    from tests.chaos.blobproxy import BlobProxy
-    from tests.eventhubs_peer import EventHubsPeer
-
-    storage = request.getfixturevalue("azurite")
-    async with EventHubsPeer(hubs=CHAOS_HUBS) as peer, BlobProxy(storage) as proxy:
-        settings = BusSettings(
-            event_hub_connection_string=peer.connection_string,  # type: ignore[arg-type]
-            storage_connection_string=proxy.connection_string,  # type: ignore[arg-type]
-            checkpoint_container=f"cp-{uuid.uuid4().hex[:12]}",
-        )
-        bus = EventHubsBus(settings, load_balancing_interval_s=0.3,
-                           ownership_expiry_s=SHORT_EXPIRY_S, max_wait_s=0.2, greedy=True)
-        direct = EventHubsBus(settings.model_copy(
-            update={"storage_connection_string": SecretStr(storage)}))
-        yield Chaos("eventhubs", lambda: bus, peer=peer, proxy=proxy, direct=direct)
-        proxy.up()
-        await direct.close()
-        await bus.close()
-    gc.collect()
+    async with backend(request, 1.0, SHORT_EXPIRY_S) as made:
+        yield made
