@@ -45,14 +45,17 @@ class CountingHandler:
         self.stored: Callable[[], Awaitable[dict[str, int]]] | None = None
         #: The last checkpoints read; while the store is down nothing can move them.
         self.known: dict[str, int] = {}
+        #: False: compare with ``known`` as the test set it, without reading the store again.
+        self.refresh_known = True
 
     async def __call__(self, event: Event, ctx: EventContext) -> Sequence[Emit]:
         assert isinstance(event, ExecutionRequest)
         self.calls[event.request_id] += 1
-        if self.calls[event.request_id] > 1 and self.stored is not None:
+        if self.calls[event.request_id] > 1 and self.stored is not None and self.refresh_known:
             # The store down (our doing) still holds what self.known holds.
             with contextlib.suppress(BusUnavailableError):
                 self.known = await self.stored()
+        if self.calls[event.request_id] > 1:
             covered = self.known.get(ctx.partition_id, -1)
             if ctx.sequence_number <= covered:
                 self.violations.append(f"{event.request_id}@{ctx.partition_id}/"
@@ -145,7 +148,12 @@ async def test_broker_refuses_sends_mid_stream(chaos: Chaos) -> None:
 async def test_broker_links_dropped_mid_stream(chaos: Chaos) -> None:
     run = Run(chaos)
     await run.start()
+    # The SDK re-opens a partition from the checkpoint it reads when it claims it again; a
+    # checkpoint write already on its way when the link dropped can land after that read.
+    # So the unfinished window of each drop starts at the checkpoints stored before it.
+    run.handler.refresh_known = False
     for _ in range(3):
+        run.handler.known = await chaos.stored_checkpoints(run.bus, HUBS.requests, "workers")
         await chaos.drop_links()
         await asyncio.sleep(0.3)
     await run.finish()
