@@ -113,6 +113,7 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan) -> int:
     # Our own mount namespace, for this namespace's /proc and its pid_max (the bound on
     # the number of processes a job of this slot can have); jobs unshare their own.
     namespaces.enter(plan)
+    tmp_before = namespaces.tmp_identity()
     ctrl.send(READY)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -135,6 +136,9 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan) -> int:
                 return 0  # the zygote closed the slot
             if data == SWEEP:
                 _sweep()
+                # The job's processes joined our mount namespace: undo what they left in it
+                # (a failure ends this init, and the zygote drops the slot).
+                namespaces.reset_slot(plan, tmp_before)
                 ctrl.send(CLEAN)
 
 

@@ -27,7 +27,6 @@ import resource
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 import types
@@ -41,6 +40,7 @@ from executor_worker.sandbox import landlock, linux, namespaces, protocol
 SETUP_FAILED_EXIT = 119
 SETUP_FAILED_MARKER = "llmexec-sandbox: setup failed:"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_BACKGROUND_NICE = 19
 
 
 @dataclass
@@ -60,6 +60,10 @@ class Plan:
     nproc: int = 64
     #: The delegated cgroup v2 directory job cgroups go under (the zygote's, see cgroup.py)
     cgroup_base: str | None = None
+    #: The zygote may raise a child's priority back (it can set nice values below its own):
+    #: children do their ahead-of-job work, and a finished job its exit, at the lowest
+    #: priority, so that on a busy host they never delay the job that is running.
+    renice: bool = False
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -75,19 +79,25 @@ class Prepared:
     main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
 
 
-def child_main(chan: socket.socket, plan: Plan, in_slot_ns: bool = False) -> int:
+def child_main(chan: socket.socket, plan: Plan, slot_init: int | None = None) -> int:
     """Everything a freshly forked child does; returns the exit status for os._exit.
 
-    ``in_slot_ns``: forked straight into its slot's PID namespace (slot_ns.py), whose init
-    is not ours to be: this process is the job, and the zygote its parent.
+    ``slot_init``: forked straight into its slot's PID namespace (slot_ns.py), whose init
+    (this pid) is not ours to be: this process is the job, the zygote its parent, and the
+    init's mount and UTS namespaces are joined rather than made anew.
     """
     times = {"t_forked": time.monotonic_ns()}
+    if plan.renice:
+        os.setpriority(os.PRIO_PROCESS, 0, _BACKGROUND_NICE)  # the zygote resets it at run
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.ns.pid:
         linux.set_parent_death_signal(signal.SIGKILL)  # init gone: the kernel kills the job
-    namespaces.enter(plan.ns)
+    if slot_init is not None:
+        namespaces.join_slot(plan.ns, slot_init)
+    else:
+        namespaces.enter(plan.ns)
     times["t_namespaces"] = time.monotonic_ns()
-    if plan.ns.pid and not in_slot_ns:
+    if plan.ns.pid and slot_init is None:
         job = os.fork()
         if job:
             return _init(chan, job)
@@ -168,6 +178,11 @@ def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
         _report_setup_failure(exc, chan_fd)
         return SETUP_FAILED_EXIT
     status = _execute(ready.main)
+    if plan.renice:
+        # What is left of this process (its exit: unmapping a forked interpreter) is no
+        # part of the result: it yields to the next job. Lowering one's own is always allowed.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, _BACKGROUND_NICE)
     # The job's code is done and its output flushed: say so, so that its result need not
     # wait for this process to exit (unmapping a forked interpreter costs ~1-2 ms) and its
     # init to relay the status. The job could write this byte itself, but all it can say
@@ -307,9 +322,14 @@ def _execute(main: types.ModuleType) -> int:
         traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next
                                   if exc.__traceback__ else None)
         status = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # Like the interpreter's shutdown: wait for the job's non-daemon threads. The zygote never
+    # imports threading (its at-fork hook would cost every job ~0.3 ms): only a job that
+    # imported it can have such threads.
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

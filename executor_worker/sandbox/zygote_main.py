@@ -170,6 +170,8 @@ class Zygote:
             while True:
                 pid, chan = self._take_child(slot)
                 try:
+                    if self._plan.renice:
+                        os.setpriority(os.PRIO_PROCESS, pid, 0)  # back to the front
                     protocol.send(chan, message, [*fds, done_w, *extra])
                     break
                 except OSError:
@@ -355,8 +357,11 @@ class Zygote:
 
     def _fork_child(self, slot: int | None = None) -> tuple[int, socket.socket]:
         mine, theirs = protocol.socketpair()
+        slot_init: int | None = None
         if slot is not None:
-            pid = slot_ns.fork_into(self._slot(slot), self._own_pidns)
+            ns = self._slot(slot)
+            slot_init = ns.init_pid
+            pid = slot_ns.fork_into(ns, self._own_pidns)
         else:
             pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
         if pid == 0:
@@ -381,8 +386,7 @@ class Zygote:
                 self._done.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = zygote_child.child_main(theirs, self._plan,
-                                                 in_slot_ns=slot is not None)
+                status = zygote_child.child_main(theirs, self._plan, slot_init=slot_init)
             finally:
                 os._exit(status)
         theirs.close()
@@ -527,6 +531,16 @@ class Zygote:
         return pid
 
 
+def _can_renice() -> bool:
+    """Whether we may give a child back a nice value below the one it lowered itself to."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 1)
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError:
+        return False
+    return True
+
+
 def _own_pidns_if_reenterable() -> int:
     """A descriptor of our PID namespace if we may setns() back into it, else -1."""
     fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -619,8 +633,22 @@ def _preimport(modules: list[str]) -> dict[str, str]:
     return failures
 
 
+def _site_without_pth(path: list[str]) -> None:
+    """What ``site`` gives a job, without running any ``.pth`` code in the zygote (it is
+    started with -S): the module path the supervisor learnt, and the builtins ``exit``,
+    ``quit``, ``help``, ``copyright``, ``credits`` and ``license``."""
+    sys.path[:] = path
+    import site  # with -S, importing it sets nothing up
+
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
+
+
 def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
+    if "sys_path" in config:
+        _site_without_pth(list(config["sys_path"]))
     ctrl = socket.socket(fileno=int(argv[2]))
     linux.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != config["supervisor_pid"]:
@@ -643,6 +671,10 @@ def main(argv: list[str]) -> None:
         probe_config = dataclasses.replace(probe_config, cgroup_mount=fake_cgroup[0],
                                            cgroup_self=fake_cgroup[1])
     plan, layers = probe.detect(probe_config)
+    plan.renice = _can_renice()
+    for program in (*(plan.seccomp_split or ()), plan.seccomp_bpf):
+        if program is not None:
+            linux.prepare_seccomp_bpf(program)
     # Entering a user namespace changes our credentials, which clears the death signal.
     linux.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != config["supervisor_pid"]:
