@@ -106,26 +106,13 @@ def enter(plan: NamespacePlan) -> None:
                     f"size={plan.tmp_bytes},nr_inodes=4096,mode=1777")
 
 
-def join_slot(plan: NamespacePlan, slot_init: int) -> None:
-    """A job's process forked into its slot's PID namespace (slot_ns.py, root hosts): join
-    the slot init's mount and UTS namespaces, set up once by :func:`enter` and reset after
-    every job by :func:`reset_slot`, and take an IPC namespace of its own (SysV objects and
+def enter_slot_job(plan: NamespacePlan) -> None:
+    """A job process forked by its slot's init (slot_ns.py, root hosts) is born in the
+    slot's mount and UTS namespaces, set up once by :func:`enter` and reset after every
+    job by :func:`reset_slot`; it takes an IPC namespace of its own (SysV objects and
     message queues outlive their processes: a shared one would carry them to the next job).
-
-    Joining costs two setns calls where entering costs a copy of the mount table, a /proc,
-    the private tmpfs mounts and, when the job ends, their teardown (~0.6 ms of CPU a job).
-    ``slot_init``: the init's pid as our /proc (the zygote's) numbers it.
-    """
-    # Both opened first: once in the slot's mount namespace, /proc is the slot's.
-    joined = [(os.open(f"/proc/{slot_init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag)
-              for name, flag, on in (("mnt", linux.CLONE_NEWNS, plan.mount),
-                                     ("uts", linux.CLONE_NEWUTS, plan.uts)) if on]
-    try:
-        for fd, flag in joined:
-            linux.setns(fd, flag)
-    finally:
-        for fd, _ in joined:
-            os.close(fd)
+    That costs one unshare where entering costs a copy of the mount table, a /proc, the
+    private tmpfs mounts and, when the job ends, their teardown (~0.6 ms of CPU a job)."""
     if plan.ipc:
         linux.unshare(linux.CLONE_NEWIPC)
 

@@ -40,7 +40,6 @@ from executor_worker.sandbox import landlock, linux, namespaces, protocol
 SETUP_FAILED_EXIT = 119
 SETUP_FAILED_MARKER = "llmexec-sandbox: setup failed:"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_BACKGROUND_NICE = 19
 
 
 @dataclass
@@ -60,10 +59,6 @@ class Plan:
     nproc: int = 64
     #: The delegated cgroup v2 directory job cgroups go under (the zygote's, see cgroup.py)
     cgroup_base: str | None = None
-    #: The zygote may raise a child's priority back (it can set nice values below its own):
-    #: children do their ahead-of-job work, and a finished job its exit, at the lowest
-    #: priority, so that on a busy host they never delay the job that is running.
-    renice: bool = False
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -79,25 +74,22 @@ class Prepared:
     main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
 
 
-def child_main(chan: socket.socket, plan: Plan, slot_init: int | None = None) -> int:
+def child_main(chan: socket.socket, plan: Plan, in_slot: bool = False) -> int:
     """Everything a freshly forked child does; returns the exit status for os._exit.
 
-    ``slot_init``: forked straight into its slot's PID namespace (slot_ns.py), whose init
-    (this pid) is not ours to be: this process is the job, the zygote its parent, and the
-    init's mount and UTS namespaces are joined rather than made anew.
+    ``in_slot``: forked by its slot's init (slot_ns.py), inside the slot's PID, mount and
+    UTS namespaces: this process is the job, the init its parent.
     """
     times = {"t_forked": time.monotonic_ns()}
-    if plan.renice:
-        os.setpriority(os.PRIO_PROCESS, 0, _BACKGROUND_NICE)  # the zygote resets it at run
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.ns.pid:
         linux.set_parent_death_signal(signal.SIGKILL)  # init gone: the kernel kills the job
-    if slot_init is not None:
-        namespaces.join_slot(plan.ns, slot_init)
+    if in_slot:
+        namespaces.enter_slot_job(plan.ns)
     else:
         namespaces.enter(plan.ns)
     times["t_namespaces"] = time.monotonic_ns()
-    if plan.ns.pid and slot_init is None:
+    if plan.ns.pid and not in_slot:
         job = os.fork()
         if job:
             return _init(chan, job)
@@ -178,11 +170,6 @@ def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
         _report_setup_failure(exc, chan_fd)
         return SETUP_FAILED_EXIT
     status = _execute(ready.main)
-    if plan.renice:
-        # What is left of this process (its exit: unmapping a forked interpreter) is no
-        # part of the result: it yields to the next job. Lowering one's own is always allowed.
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, _BACKGROUND_NICE)
     # The job's code is done and its output flushed: say so, so that its result need not
     # wait for this process to exit (unmapping a forked interpreter costs ~1-2 ms) and its
     # init to relay the status. The job could write this byte itself, but all it can say

@@ -136,7 +136,7 @@ class Zygote:
             elif message["op"] == "kill":
                 pid = self._pids.get(message["id"])
                 if pid is not None:
-                    _killpg(self._groups.get(pid, pid))
+                    self._kill_job(pid)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -170,8 +170,6 @@ class Zygote:
             while True:
                 pid, chan = self._take_child(slot)
                 try:
-                    if self._plan.renice:
-                        os.setpriority(os.PRIO_PROCESS, pid, 0)  # back to the front
                     protocol.send(chan, message, [*fds, done_w, *extra])
                     break
                 except OSError:
@@ -268,8 +266,8 @@ class Zygote:
             return
         self._reported.add(pid)
         # Nothing of the job may outlive its result: kill it (its init, and so its PID
-        # namespace) now rather than wait for it to exit.
-        _killpg(self._groups.get(pid, pid))
+        # namespace; or everything in its slot's) now rather than wait for it to exit.
+        self._kill_job(pid)
         self._report_exited(pid, job[0], data[0] << 8, said, claimed=True)
 
     def _close_done(self, pid: int) -> None:
@@ -317,25 +315,65 @@ class Zygote:
     def _slot(self, slot: int) -> slot_ns.SlotNs:
         ns = self._slot_ns.get(slot)
         if ns is None:
-            ns = slot_ns.create(self._own_pidns, self._plan.ns, self._zygote_sockets())
+            plan = self._plan
+
+            def job_main(chan: socket.socket) -> int:
+                return zygote_child.child_main(chan, plan, in_slot=True)
+
+            ns = slot_ns.create(self._own_pidns, plan.ns, self._zygote_sockets(), job_main)
             self._slot_ns[slot] = ns
             self._selector.register(ns.ctrl, selectors.EVENT_READ, ("slot", slot))
         return ns
 
+    @staticmethod
+    def _slot_key(slot: int) -> int:
+        """A slot's job process is the init's child, not ours: it is known by this key
+        (never a pid) wherever a pid would be, one job a slot at a time."""
+        return -1 - slot
+
+    def _kill_job(self, key: int) -> None:
+        if key >= 0:
+            _killpg(self._groups.get(key, key))
+            return
+        ns = self._slot_ns.get(-1 - key)
+        if ns is not None:
+            try:
+                ns.sweep()  # kills every process of the slot's namespace
+            except OSError:
+                self._drop_slot(-1 - key)
+
     def _on_slot(self, slot: int) -> None:
-        ns = self._slot_ns.get(slot)
-        if ns is None:
+        while True:
+            ns = self._slot_ns.get(slot)
+            if ns is None:
+                return
+            try:
+                data = ns.ctrl.recv(16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data == slot_ns.CLEAN:
+                ns.sweeping = False
+                self._slot_swept(slot)
+            elif not data:
+                self._drop_slot(slot)  # its init died: the namespace, and all in it, went too
+                return
+            else:
+                status = slot_ns.parse_exited(data)
+                if status is not None:
+                    self._slot_job_ended(slot, status)
+
+    def _slot_job_ended(self, slot: int, status: int) -> None:
+        """The init reaped the slot's job process (wait status ``status``)."""
+        key = self._slot_key(slot)
+        if key not in self._jobs:
+            ready = self._ready.pop(slot, None)
+            if ready is not None:
+                ready[1].close()  # died before its job came: forked again when wanted
             return
-        try:
-            data = ns.ctrl.recv(16)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data == slot_ns.CLEAN:
-            self._slot_swept(slot)
-        elif not data:
-            self._drop_slot(slot)  # its init died: the namespace, and all in it, went too
+        message = self._end_job(key, status)
+        self._sweep_slot(slot, message)
 
     def _slot_swept(self, slot: int) -> None:
         self._busy.discard(slot)
@@ -353,17 +391,26 @@ class Zygote:
         ready = self._ready.pop(slot, None)
         if ready is not None:
             ready[1].close()  # it lived in that namespace: gone with it
+        key = self._slot_key(slot)
+        if key in self._jobs:
+            # Its job died with the namespace (killed: the init was PID 1).
+            self._after_sweep[slot] = self._end_job(key, signal.SIGKILL)
         self._slot_swept(slot)
 
     def _fork_child(self, slot: int | None = None) -> tuple[int, socket.socket]:
         mine, theirs = protocol.socketpair()
-        slot_init: int | None = None
         if slot is not None:
-            ns = self._slot(slot)
-            slot_init = ns.init_pid
-            pid = slot_ns.fork_into(ns, self._own_pidns)
-        else:
-            pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
+            # The slot's init forks it (asynchronously: the run message waits in the
+            # channel until the process reads it).
+            try:
+                self._slot(slot).fork_job(theirs)
+            except OSError:
+                self._drop_slot(slot)
+                raise
+            finally:
+                theirs.close()
+            return self._slot_key(slot), mine
+        pid = self._fork_in_own_pidns(mine) if self._plan.ns.pid else os.fork()
         if pid == 0:
             status = zygote_child.SETUP_FAILED_EXIT
             try:
@@ -373,8 +420,6 @@ class Zygote:
                 # garbage collection cannot close a number the job reuses.
                 for sock in [mine, *self._zygote_sockets()]:
                     sock.detach()
-                for ns in self._slot_ns.values():
-                    ns.pidns_fd = -1  # closed below with everything else
                 self._slot_ns.clear()
                 self._ready.clear()
                 self._idle.clear()
@@ -386,7 +431,7 @@ class Zygote:
                 self._done.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = zygote_child.child_main(theirs, self._plan, slot_init=slot_init)
+                status = zygote_child.child_main(theirs, self._plan)
             finally:
                 os._exit(status)
         theirs.close()
@@ -456,10 +501,6 @@ class Zygote:
             _, status = os.waitpid(pid, 0)
             if job is None:
                 self._idle = collections.deque(c for c in self._idle if c[0] != pid)
-                for slot, (ready_pid, chan) in list(self._ready.items()):
-                    if ready_pid == pid:
-                        del self._ready[slot]
-                        chan.close()
                 for slot, ns in list(self._slot_ns.items()):
                     if ns.init_pid == pid:
                         self._drop_slot(slot)
@@ -468,30 +509,36 @@ class Zygote:
                 if reaped is not None:
                     self._send_reaped(reaped)
                 continue
-            job_id, slot, chan = job
-            self._pids.pop(job_id, None)
-            self._groups.pop(pid, None)
-            said = self._said.pop(pid, _Said())
-            self._close_done(pid)
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(chan)
-            _read_channel(chan, said)
-            chan.close()
-            if pid in self._reported:
-                self._reported.discard(pid)
-            else:
-                self._report_exited(pid, job_id, status, said)
-            message: protocol.Message = {"op": "reaped", "id": job_id}
-            if self._trace:
-                message["t_reaped"] = time.monotonic_ns()
-            if self._slot_count:
-                self._sweep_slot(slot, message)
-            elif self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
+            self._jobs[pid] = job
+            message = self._end_job(pid, status)
+            slot = job[1]
+            if self._plan.uid_base is not None and self._plan.seccomp_bpf is None:
                 self._sweepers[self._sweep(self._plan.uid_base + slot)] = message
             else:
                 self._send_reaped(message)
         if self._cg_leftover:
             self._retry_cgroups()
+
+    def _end_job(self, key: int, status: int) -> protocol.Message:
+        """The job's process has ended (wait status ``status``): report its end unless it
+        was reported already, forget it; returns the "reaped" message its slot owes."""
+        job_id, _, chan = self._jobs.pop(key)
+        self._pids.pop(job_id, None)
+        self._groups.pop(key, None)
+        said = self._said.pop(key, _Said())
+        self._close_done(key)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(chan)
+        _read_channel(chan, said)
+        chan.close()
+        if key in self._reported:
+            self._reported.discard(key)
+        else:
+            self._report_exited(key, job_id, status, said)
+        message: protocol.Message = {"op": "reaped", "id": job_id}
+        if self._trace:
+            message["t_reaped"] = time.monotonic_ns()
+        return message
 
     def _sweep_slot(self, slot: int, reaped: protocol.Message) -> None:
         """The slot's namespace is emptied before it is reported free: nothing of this job
@@ -503,7 +550,7 @@ class Zygote:
             return
         self._after_sweep[slot] = reaped
         try:
-            ns.ctrl.send(slot_ns.SWEEP)
+            ns.sweep()
         except OSError:
             self._drop_slot(slot)
 
@@ -529,16 +576,6 @@ class Zygote:
             finally:
                 os._exit(0)
         return pid
-
-
-def _can_renice() -> bool:
-    """Whether we may give a child back a nice value below the one it lowered itself to."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, 1)
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-    except OSError:
-        return False
-    return True
 
 
 def _own_pidns_if_reenterable() -> int:
@@ -671,7 +708,6 @@ def main(argv: list[str]) -> None:
         probe_config = dataclasses.replace(probe_config, cgroup_mount=fake_cgroup[0],
                                            cgroup_self=fake_cgroup[1])
     plan, layers = probe.detect(probe_config)
-    plan.renice = _can_renice()
     for program in (*(plan.seccomp_split or ()), plan.seccomp_bpf):
         if program is not None:
             linux.prepare_seccomp_bpf(program)
