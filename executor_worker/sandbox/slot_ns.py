@@ -32,6 +32,8 @@ import selectors
 import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 from executor_worker.sandbox import linux, namespaces
 
@@ -47,6 +49,7 @@ _INIT_DEFAULTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 
 #: What the job process runs: (its channel to the zygote) -> exit status
 JobMain = Callable[[socket.socket], int]
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class SlotNs:
@@ -169,7 +172,7 @@ class _Job:
         self.pid = 0  # the job process forked last, until reaped
 
 
-def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[int, object],
+def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[signal.Signals, _Handler],
               job_main: JobMain) -> int:
     """Fork a job process on ``chan_fd``; 0 if the fork failed (the zygote sees EOF)."""
     try:
@@ -185,7 +188,8 @@ def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[int, object],
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for signum, handler in kept.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            if handler is not None:  # None: set outside Python, left as the init has it
+                signal.signal(signum, handler)
         ctrl.detach()
         os.closerange(3, chan_fd)
         os.closerange(chan_fd + 1, 2**31 - 1)
