@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 #: Syscalls no job needs: tracing and reading other processes, (un)mounting, namespaces,
 #: keyrings, eBPF, perf, modules, clocks, io_uring (it performs socket/file operations the
@@ -66,9 +67,12 @@ METADATA_SYSCALLS = (
 #: The uid and Landlock's signal scoping do not stop these; a PID namespace does, this too.
 SELF_ONLY = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam",
              "sched_setattr", "migrate_pages", "move_pages")
-#: In DENIED, but the child makes them while confining itself (bind /tmp, user namespace,
-#: uid switch, capability drop): the final filter refuses them.
-SETUP_SYSCALLS = ("mount", "unshare", "setgroups", "setresgid", "setresuid", "capset")
+#: In DENIED, but the child makes them while confining itself (own session, IPC namespace,
+#: bind /tmp, user namespace, uid switch, capability drop) or, on root hosts, the slot's init
+#: does, which loads the ahead filter once for all the job processes it forks (unmounting a
+#: job's /tmp, and kill(-1) to sweep: see _KILL_ALL): the final filter refuses them.
+SETUP_SYSCALLS = ("mount", "umount2", "unshare", "setsid", "setgroups", "setresgid",
+                  "setresuid", "capset")
 _SOCK_STREAM = 1
 _AF_UNIX = 1
 
@@ -87,8 +91,12 @@ def compile_filters(allow_exec: bool, *, shared_uid: bool = True,
                     private_ipc: bool = False) -> tuple[bytes, bytes]:
     """(ahead, final): two programs that, stacked, refuse what compile_filter refuses."""
     ahead = compile_filter(allow_exec, shared_uid=shared_uid, private_ipc=private_ipc,
-                           spare=SETUP_SYSCALLS)
+                           spare=(*SETUP_SYSCALLS, _KILL_ALL))
     return ahead, _compile_denying(SETUP_SYSCALLS)
+
+
+#: The one conditional rule the ahead filter leaves to the final one (a spare name).
+_KILL_ALL = "kill(-1)"
 
 
 def _compile_denying(names: tuple[str, ...]) -> bytes:
@@ -98,7 +106,14 @@ def _compile_denying(names: tuple[str, ...]) -> bytes:
     flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     for name in names:
         flt.add_rule(sc.ERRNO(errno.EPERM), name)
+    _deny_kill_all(flt, sc)
     return _export(flt)
+
+
+def _deny_kill_all(flt: Any, sc: Any) -> None:
+    # kill(-1, ...) signals every process the job's uid may signal: the worker itself when
+    # there is no uid layer. pid_t is 32-bit; compare the low half only.
+    flt.add_rule(sc.ERRNO(errno.EPERM), "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))
 
 
 def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
@@ -143,9 +158,8 @@ def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
     # clone3 passes its flags in memory the filter cannot read; ENOSYS makes libc fall back
     # to clone(), whose flags we can check.
     flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    # kill(-1, ...) signals every process the job's uid may signal: the worker itself when
-    # there is no uid layer. pid_t is 32-bit; compare the low half only.
-    flt.add_rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))
+    if _KILL_ALL not in spare:
+        _deny_kill_all(flt, sc)
     return _export(flt)
 
 

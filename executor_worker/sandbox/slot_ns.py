@@ -74,10 +74,12 @@ class SlotNs:
 
 
 def create(own_pidns: int, plan: namespaces.NamespacePlan, before_child: list[socket.socket],
-           job_main: JobMain) -> SlotNs:
+           job_main: JobMain, ahead_filter: bytes | None = None) -> SlotNs:
     """Fork a new slot init (in a new PID namespace) and return its handle.
 
     ``before_child``: the zygote's sockets, detached in the child before anything else.
+    ``ahead_filter``: the seccomp ahead filter (seccomp_filter.compile_filters), loaded by
+    the init once its namespaces are set up, so that every job process it forks has it.
     """
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     linux.unshare(linux.CLONE_NEWPID)
@@ -92,7 +94,7 @@ def create(own_pidns: int, plan: namespaces.NamespacePlan, before_child: list[so
                     sock.detach()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = _init_main(theirs, plan, job_main)
+                status = _init_main(theirs, plan, job_main, ahead_filter)
             finally:
                 os._exit(status)
     finally:
@@ -120,7 +122,8 @@ def parse_exited(data: bytes) -> int | None:
     return int(data[1:])
 
 
-def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: JobMain) -> int:
+def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: JobMain,
+               ahead_filter: bytes | None) -> int:
     """PID 1 of a slot's namespaces: fork job processes on FORK, report their end, reap
     whatever reaches us; on SWEEP kill everything else, reap until no child is left, reset
     the mounts, answer CLEAN."""
@@ -131,6 +134,11 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
     os.setsid()
     namespaces.enter(plan)
     tmp_before = namespaces.tmp_identity()
+    if ahead_filter is not None:
+        # What it spares is what we still need (mount, umount2, kill(-1)) and what the job
+        # process needs to confine itself; the job process loads the final filter last.
+        linux.set_no_new_privs()
+        linux.load_seccomp_bpf(ahead_filter)
     ctrl.send(READY)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)

@@ -320,7 +320,9 @@ class Zygote:
             def job_main(chan: socket.socket) -> int:
                 return zygote_child.child_main(chan, plan, in_slot=True)
 
-            ns = slot_ns.create(self._own_pidns, plan.ns, self._zygote_sockets(), job_main)
+            ahead = plan.seccomp_split[0] if plan.seccomp_split is not None else None
+            ns = slot_ns.create(self._own_pidns, plan.ns, self._zygote_sockets(), job_main,
+                                ahead)
             self._slot_ns[slot] = ns
             self._selector.register(ns.ctrl, selectors.EVENT_READ, ("slot", slot))
         return ns
