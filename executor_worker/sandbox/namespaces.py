@@ -126,13 +126,14 @@ def tmp_identity() -> tuple[int, int]:
 _MAX_TMP_BINDS = 8
 
 
-def reset_slot(plan: NamespacePlan, tmp_before: tuple[int, int]) -> None:
+def reset_slot(plan: NamespacePlan, tmp_before: tuple[int, int]) -> bool:
     """In the slot's init, once every process of the last job is gone: take that job's
     directory off /tmp (``tmp_before``: what /tmp was before any job) and replace each
-    private tmpfs with an empty one, so nothing one job wrote meets the next. Raises if
-    /tmp cannot be restored: the zygote then drops the slot (its namespaces go with it)."""
+    private tmpfs the job wrote to with an empty one, so nothing one job wrote meets the
+    next. True if a private tmpfs was replaced. Raises if /tmp cannot be restored: the
+    zygote then drops the slot (its namespaces go with it)."""
     if not plan.mount:
-        return
+        return False
     for _ in range(_MAX_TMP_BINDS):
         if tmp_identity() == tmp_before:
             break
@@ -140,10 +141,17 @@ def reset_slot(plan: NamespacePlan, tmp_before: tuple[int, int]) -> None:
     else:
         raise RuntimeError("/tmp of the slot still shows a job's directory")
     nodev = linux.MS_NOSUID | linux.MS_NODEV
+    replaced = False
     for directory in plan.private_dirs():
+        # Empty and root-owned 1777 (only the owner could change its mode): nothing to
+        # carry over, and most jobs never write there. Else a fresh tmpfs.
+        if not os.listdir(directory):
+            continue
         linux.umount(directory)
         linux.mount("tmpfs", directory, "tmpfs", nodev | linux.MS_NOEXEC,
                     f"size={plan.tmp_bytes},nr_inodes=4096,mode=1777")
+        replaced = True
+    return replaced
 
 
 def bind_job_tmp(plan: NamespacePlan) -> bool:

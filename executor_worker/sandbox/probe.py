@@ -206,10 +206,9 @@ def _plan_seccomp(plan: Plan, config: ProbeConfig, layers: list[str],
         return
     shared_uid = plan.uid_base is None
     try:
-        program = seccomp_filter.compile_filter(config.allow_exec, shared_uid=shared_uid,
-                                                private_ipc=plan.ns.ipc)
-        split = seccomp_filter.compile_filters(config.allow_exec, shared_uid=shared_uid,
-                                               private_ipc=plan.ns.ipc)
+        program, split = seccomp_filter.compile_apart(config.allow_exec,
+                                                      shared_uid=shared_uid,
+                                                      private_ipc=plan.ns.ipc)
     except Exception as exc:  # missing libseccomp, unknown arch, ...
         plan.notes["seccomp"] = f"cannot compile the filter: {exc}"
         return

@@ -32,10 +32,29 @@ import selectors
 import signal
 import socket
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
 
 from executor_worker.sandbox import linux, namespaces
+
+#: Not typing.TYPE_CHECKING (see protocol.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any, Protocol
+
+    _Handler = Callable[[int, FrameType | None], Any] | int | None
+
+    class Prepared(Protocol):
+        """What the init prepared for its job processes (zygote_child.SlotAhead)."""
+
+        def after_reset(self) -> None:
+            """The slot's private mounts were replaced (namespaces.reset_slot)."""
+
+        def held_fds(self) -> tuple[int, ...]:
+            """Descriptors the job processes need until their job (the others are closed)."""
+
+    #: Called in the init once its namespaces and filter are in place, before any job process.
+    PrepareInit = Callable[[], Prepared]
+
 
 SWEEP = b"s"
 CLEAN = b"c"
@@ -49,7 +68,6 @@ _INIT_DEFAULTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 
 #: What the job process runs: (its channel to the zygote) -> exit status
 JobMain = Callable[[socket.socket], int]
-_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class SlotNs:
@@ -74,7 +92,8 @@ class SlotNs:
 
 
 def create(own_pidns: int, plan: namespaces.NamespacePlan, before_child: list[socket.socket],
-           job_main: JobMain, ahead_filter: bytes | None = None) -> SlotNs:
+           job_main: JobMain, prepare_init: PrepareInit,
+           ahead_filter: bytes | None = None) -> SlotNs:
     """Fork a new slot init (in a new PID namespace) and return its handle.
 
     ``before_child``: the zygote's sockets, detached in the child before anything else.
@@ -94,7 +113,7 @@ def create(own_pidns: int, plan: namespaces.NamespacePlan, before_child: list[so
                     sock.detach()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = _init_main(theirs, plan, job_main, ahead_filter)
+                status = _init_main(theirs, plan, job_main, prepare_init, ahead_filter)
             finally:
                 os._exit(status)
     finally:
@@ -123,7 +142,7 @@ def parse_exited(data: bytes) -> int | None:
 
 
 def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: JobMain,
-               ahead_filter: bytes | None) -> int:
+               prepare_init: PrepareInit, ahead_filter: bytes | None) -> int:
     """PID 1 of a slot's namespaces: fork job processes on FORK, report their end, reap
     whatever reaches us; on SWEEP kill everything else, reap until no child is left, reset
     the mounts, answer CLEAN."""
@@ -139,6 +158,7 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
         # process needs to confine itself; the job process loads the final filter last.
         linux.set_no_new_privs()
         linux.load_seccomp_bpf(ahead_filter)
+    prepared = prepare_init()
     ctrl.send(READY)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -161,7 +181,7 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
             if not data:
                 return 0  # the zygote closed the slot
             if data == FORK and len(fds) == 1:
-                job.pid = _fork_job(fds[0], ctrl, kept, job_main)
+                job.pid = _fork_job(fds[0], ctrl, kept, job_main, prepared.held_fds())
             else:
                 for fd in fds:
                     os.close(fd)
@@ -169,7 +189,8 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
                 _reap(job, ctrl, block=True, kill=True)
                 # The job's processes lived in our mount namespace: undo what they left in
                 # it (a failure ends this init, and the zygote drops the slot).
-                namespaces.reset_slot(plan, tmp_before)
+                if namespaces.reset_slot(plan, tmp_before):
+                    prepared.after_reset()
                 ctrl.send(CLEAN)
 
 
@@ -181,7 +202,7 @@ class _Job:
 
 
 def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[signal.Signals, _Handler],
-              job_main: JobMain) -> int:
+              job_main: JobMain, held: tuple[int, ...]) -> int:
     """Fork a job process on ``chan_fd``; 0 if the fork failed (the zygote sees EOF)."""
     try:
         pid = os.fork()
@@ -199,8 +220,11 @@ def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[signal.Signals, _Han
             if handler is not None:  # None: set outside Python, left as the init has it
                 signal.signal(signum, handler)
         ctrl.detach()
-        os.closerange(3, chan_fd)
-        os.closerange(chan_fd + 1, 2**31 - 1)
+        low = 3
+        for fd in sorted({chan_fd, *held}):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 2**31 - 1)
         status = job_main(socket.socket(fileno=chan_fd))
     finally:
         os._exit(status)

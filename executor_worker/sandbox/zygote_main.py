@@ -35,9 +35,13 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
 
 from executor_worker.sandbox import cgroup, linux, probe, protocol, slot_ns, zygote_child
+
+#: Not typing.TYPE_CHECKING (see protocol.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Thread-pool knobs for pre-imported numeric libraries: a forked child inherits no threads,
 #: and a pool sized for the host would oversubscribe the job's share of it.
@@ -321,8 +325,11 @@ class Zygote:
                 return zygote_child.child_main(chan, plan, in_slot=True)
 
             ahead = plan.seccomp_split[0] if plan.seccomp_split is not None else None
+            def prepare_init() -> zygote_child.SlotAhead:
+                return zygote_child.prepare_slot_init(plan)
+
             ns = slot_ns.create(self._own_pidns, plan.ns, self._zygote_sockets(), job_main,
-                                ahead)
+                                prepare_init, ahead)
             self._slot_ns[slot] = ns
             self._selector.register(ns.ctrl, selectors.EVENT_READ, ("slot", slot))
         return ns
