@@ -11,9 +11,9 @@ import os
 import stat
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from executor_worker.sandbox import linux
+from executor_worker.sandbox.records import record
 
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
@@ -62,7 +62,7 @@ def fs_rights(abi: int) -> int:
     return rights
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     read_only: tuple[str, ...]
     read_write: tuple[str, ...]

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from executor_worker.sandbox import linux
+from executor_worker.sandbox.records import field, record
 
 #: The host's world-writable directories: each gets a private tmpfs.
 PRIVATE_TMP = ("/var/tmp", "/dev/shm", "/run/lock")
@@ -35,7 +35,7 @@ JOB_TMP = "/tmp"
 PID_MAX_FLOOR = 301
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Veil:
     """A private directory (not traversable by others) and the paths beneath it to reveal."""
 
@@ -43,7 +43,7 @@ class Veil:
     reveal: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NamespacePlan:
     pid: bool = False
     mount: bool = False

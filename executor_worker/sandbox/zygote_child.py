@@ -29,9 +29,9 @@ import socket
 import sys
 import time
 import types
-from dataclasses import dataclass, field
 
 from executor_worker.sandbox import landlock, linux, namespaces, protocol
+from executor_worker.sandbox.records import field, record
 
 #: Not typing.TYPE_CHECKING (see protocol.py).
 TYPE_CHECKING = False
@@ -45,7 +45,7 @@ SETUP_FAILED_MARKER = "llmexec-sandbox: setup failed:"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass
+@record
 class Plan:
     """Which layers the zygote found usable and will apply to every child."""
 
@@ -65,7 +65,7 @@ class Plan:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Prepared:
     """What a child set up before its job arrived."""
 

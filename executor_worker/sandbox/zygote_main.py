@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import gc
 import importlib
 import json
@@ -36,7 +35,15 @@ import socket
 import sys
 import time
 
-from executor_worker.sandbox import cgroup, linux, probe, protocol, slot_ns, zygote_child
+from executor_worker.sandbox import (
+    cgroup,
+    linux,
+    probe,
+    protocol,
+    records,
+    slot_ns,
+    zygote_child,
+)
 
 #: Not typing.TYPE_CHECKING (see protocol.py).
 TYPE_CHECKING = False
@@ -714,7 +721,7 @@ def main(argv: list[str]) -> None:
     if fake_cgroup:
         # A test's fake cgroupfs (see cgroup.py): never from the worker's settings.
         cgroup.emulate_kernel(True)
-        probe_config = dataclasses.replace(probe_config, cgroup_mount=fake_cgroup[0],
+        probe_config = records.replace(probe_config, cgroup_mount=fake_cgroup[0],
                                            cgroup_self=fake_cgroup[1])
     plan, layers = probe.detect(probe_config)
     for program in (*(plan.seccomp_split or ()), plan.seccomp_bpf):
