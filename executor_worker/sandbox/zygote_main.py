@@ -698,6 +698,15 @@ def _site_without_pth(path: list[str]) -> None:
     site.sethelper()
 
 
+def _warm_up() -> None:
+    """Do once here what every job would otherwise do first: the interpreter builds some
+    state on first use, and a job process builds it anew each time. The first compile()
+    of a process creates the ~120 AST node types (~0.7 ms a job, seen with perf)."""
+    namespace: dict[str, object] = {}
+    exec(compile("value = [1, 2.0, 'x']\n", "main.py", "exec"), namespace)
+    json.loads(json.dumps({"inputs": namespace["value"]}))
+
+
 def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
     if "sys_path" in config:
@@ -736,6 +745,7 @@ def main(argv: list[str]) -> None:
         "preimport_failures": failures,
         "read_only": list(plan.landlock_policy.read_only) if plan.landlock_policy else [],
     })
+    _warm_up()
     # Move everything allocated so far out of the collector's reach: a collection in a child
     # would otherwise write to (and so copy) every page of the zygote's heap.
     gc.collect()
