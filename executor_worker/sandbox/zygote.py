@@ -300,7 +300,7 @@ class ZygoteSandbox:
                     fut.set_result((int(message["status"]),
                                     None if error is None else str(error),
                                     message.get("done") is True))
-                    self._note_trace(message)
+                self._note_trace(message)  # after a "done" byte too: the child's times
             elif op == "reaped":
                 reaped = self._reaped.pop(message["id"], None)
                 if reaped is not None and not reaped.done():
@@ -310,7 +310,9 @@ class ZygoteSandbox:
     def _note_trace(self, message: protocol.Message) -> None:
         trace = self._trace_of.get(message["id"])
         if trace is not None:
-            trace.update((k, int(v)) for k, v in message.items() if k.startswith("t_"))
+            for key, value in message.items():
+                if key.startswith("t_"):
+                    trace.setdefault(key, int(value))
 
     def _zygote_lost(self, why: str) -> None:
         """Forget a dead zygote; the next run() starts a new one."""
@@ -437,6 +439,36 @@ class ZygoteSandbox:
                     PipeReader(loop, err_r, err, check_flood)]
         fut: asyncio.Future[tuple[int, str | None, bool]] = loop.create_future()
         self._waiting[key] = fut
+        done_r, done_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+        def on_done() -> None:
+            """The job's code returned: one byte, its exit code, written by the child after
+            the job's code and its output's flush. The job can reach the pipe too: a byte
+            read here can only end the job early with an exit code of its choosing, which
+            it could have done by exiting. Anything else (EOF, more bytes): wait for the
+            zygote's report of the job's end."""
+            try:
+                data = os.read(done_r, 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            loop.remove_reader(done_r)
+            if len(data) != 1 or fut.done():
+                return
+            if trace is not None:
+                trace["t_exited"] = time.monotonic_ns()
+            fut.set_result((data[0] << 8, None, True))
+            # Nothing of the job may outlive its result: killed right after the result is
+            # taken (a send now would hand the CPU to the zygote before the result).
+            loop.call_soon(kill)
+
+        def kill() -> None:
+            with contextlib.suppress(SandboxUnavailable):
+                self._send({"op": "kill", "id": key})
+
+        trace = self._trace_of.get(key)
+        loop.add_reader(done_r, on_done)
         self._reaped[key] = loop.create_future()
         limits = {
             "memory": job.memory_mb * 1024 * 1024,
@@ -449,13 +481,16 @@ class ZygoteSandbox:
         start = time.monotonic()
         try:
             self._send({"op": "run", "id": key, "dir": str(job_dir), "slot": slot,
-                        "limits": limits}, (out_w, err_w))
+                        "limits": limits}, (out_w, err_w, done_w))
         except SandboxUnavailable:
             self._reaped.pop(key, None)  # never reached the zygote: nothing to wait for
+            loop.remove_reader(done_r)
+            os.close(done_r)
             raise
         finally:
             os.close(out_w)
             os.close(err_w)
+            os.close(done_w)
         # Plain timers rather than wait_for: this path runs hundreds of times a second.
         timers: list[asyncio.TimerHandle] = []
 
@@ -474,6 +509,8 @@ class ZygoteSandbox:
         finally:
             for timer in timers:
                 timer.cancel()
+            loop.remove_reader(done_r)
+            os.close(done_r)
         timed_out = len(timers) > 1
         duration_ms = (time.monotonic() - start) * 1000
         trace = self._trace_of.get(key)

@@ -1,16 +1,19 @@
 """The zygote: a pre-forked interpreter that forks one confined child per job.
 
-Started by the supervisor as ``python -I`` with an empty environment, before the worker's
+Started by the supervisor as ``python -I -S`` with an empty environment, before the worker's
 secrets could be inherited, and it never receives any: only job directories, limits and the
-write ends of the job's output pipes. It probes the host's layers, optionally pre-imports
-heavy modules once, keeps children forked ahead, reaps every process that ends up under it
+write ends of the job's output and "done" pipes. It probes the host's layers, optionally
+pre-imports heavy modules once, keeps children forked ahead (on root hosts, the slots' inits
+fork them: slot_ns.py), reaps every process that ends up under it
 (it is a child subreaper, so a job's orphans come back to it) and kills a job's whole
 process group when its leader exits or the supervisor asks. Standard library only.
 
-A job is reported ``exited`` as soon as its end is known: with a PID namespace, when the
-job's init relays the job's wait status over the child's channel, *before* the init exits
-and the kernel tears the job's namespaces down (that teardown, ~1-3 ms of mount, IPC and
-PID namespace work, is no part of the job's latency). ``reaped`` follows once the job's
+A job that returns from its code says so itself: one byte, its exit code, on a "done" pipe
+the supervisor reads (so its result takes no hop through here), which then asks for a kill.
+Otherwise the job is reported ``exited`` as soon as its end is known: with a PID namespace,
+when the job's init relays the job's wait status, *before* the init exits and the kernel
+tears the job's namespaces down (that teardown, ~1-3 ms of mount, IPC and PID namespace
+work, is no part of the job's latency). ``reaped`` follows once the job's
 last process is gone; only then may the supervisor remove the job directory and give the
 slot's uid to another job.
 
@@ -72,8 +75,6 @@ class Zygote:
         #: pids whose job was reported exited (from the init's relay) but not yet reaped
         self._reported: set[int] = set()
         self._t_run: dict[int, int] = {}  # pid -> monotonic ns of the run message (trace)
-        #: pid -> read end of the job's "done" pipe (see _on_done)
-        self._done: dict[int, int] = {}
         # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
         # then back to ours (setns) so the next unshare may create another.
         self._own_pidns = _own_pidns_if_reenterable() if plan.ns.pid else -1
@@ -125,10 +126,8 @@ class Zygote:
                 elif key.data == "ctrl":
                     if not self._on_message():
                         return
-                elif isinstance(key.data, tuple) and key.data[0] == "slot":
-                    self._on_slot(key.data[1])
                 elif isinstance(key.data, tuple):
-                    self._on_done(key.data[1])
+                    self._on_slot(key.data[1])
                 else:
                     self._on_child_channel(key.data)
             short = self._fill_pool(at_most=1)
@@ -175,24 +174,21 @@ class Zygote:
                 # No cgroup, no job: it never runs with less than the layers reported.
                 self._refuse(message["id"], f"cannot create the job's cgroup: {exc}")
                 return
-        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        if len(fds) != 3:
+            raise ValueError("a run message carries stdout, stderr and the done pipe")
         self._busy.add(slot)
         try:
             while True:
                 pid, chan = self._take_child(slot)
                 try:
-                    protocol.send(chan, message, [*fds, done_w, *extra])
+                    protocol.send(chan, message, [*fds, *extra])
                     break
                 except OSError:
                     chan.close()
                     continue  # that child died while idle; take the next
         finally:
-            os.close(done_w)
             for fd in extra:
                 os.close(fd)
-        os.set_blocking(done_r, False)
-        self._done[pid] = done_r
-        self._selector.register(done_r, selectors.EVENT_READ, ("done", pid))
         chan.setblocking(False)
         self._jobs[pid] = (message["id"], message["slot"], chan)
         self._pids[message["id"]] = pid
@@ -254,38 +250,6 @@ class Zygote:
                 break
             time.sleep(0.01)
         self._cg_leftover = leftover
-
-    def _on_done(self, pid: int) -> None:
-        """The job's code returned: one byte, its exit code. Written by our code after the
-        job's, but the job can reach the pipe too: a byte read here can only end the job
-        early with an exit code of its choosing, which it could have done by exiting."""
-        done_r = self._done.pop(pid, None)
-        if done_r is None:
-            return
-        try:
-            data = os.read(done_r, 16)
-        except OSError:
-            data = b""
-        self._selector.unregister(done_r)
-        os.close(done_r)
-        job = self._jobs.get(pid)
-        said = self._said.get(pid)
-        if job is None or said is None or pid in self._reported or len(data) != 1:
-            return  # EOF (the job closed it or ended otherwise) or noise: wait for the exit
-        _read_channel(job[2], said)  # "confined" was sent before the code ran
-        if not said.confined:
-            return
-        self._reported.add(pid)
-        # Nothing of the job may outlive its result: kill it (its init, and so its PID
-        # namespace; or everything in its slot's) now rather than wait for it to exit.
-        self._kill_job(pid)
-        self._report_exited(pid, job[0], data[0] << 8, said, claimed=True)
-
-    def _close_done(self, pid: int) -> None:
-        done_r = self._done.pop(pid, None)
-        if done_r is not None:
-            self._selector.unregister(done_r)
-            os.close(done_r)
 
     def _on_child_channel(self, pid: int) -> None:
         job = self._jobs.get(pid)
@@ -444,7 +408,6 @@ class Zygote:
                 self._groups.clear()
                 self._said.clear()
                 self._reported.clear()
-                self._done.clear()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
                 status = zygote_child.child_main(theirs, self._plan)
@@ -542,7 +505,6 @@ class Zygote:
         self._pids.pop(job_id, None)
         self._groups.pop(key, None)
         said = self._said.pop(key, _Said())
-        self._close_done(key)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(chan)
         _read_channel(chan, said)
@@ -570,11 +532,10 @@ class Zygote:
         except OSError:
             self._drop_slot(slot)
 
-    def _report_exited(self, pid: int, job_id: str, status: int, said: _Said,
-                       claimed: bool = False) -> None:
+    def _report_exited(self, pid: int, job_id: str, status: int, said: _Said) -> None:
         status, setup_error = _job_report(said, status)
         message: protocol.Message = {"op": "exited", "id": job_id, "status": status,
-                                     "setup_error": setup_error, "done": claimed}
+                                     "setup_error": setup_error, "done": False}
         if self._trace:
             message["t_run"] = self._t_run.get(pid, 0)
             message.update(said.times)
