@@ -38,8 +38,10 @@ from executor_worker.sandbox.api import (
     SandboxUnavailable,
 )
 from executor_worker.sandbox.jobdir import (
+    fill_job_dir,
     instance_dir_name,
     make_job_dir,
+    new_job_dir,
     remove_job_dir,
     remove_plain_job_dir,
     sweep_dead_instances,
@@ -131,6 +133,11 @@ class ZygoteSandbox:
         self._free_slots: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(2 * settings.concurrency):
             self._free_slots.put_nowait(slot)
+        #: Where the zygote arms its slots' children ahead (its hello says so): slot -> the
+        #: empty directory made for the slot's next job, which its child is confined to
+        #: before the job exists (zygote_child.serve_one).
+        self._arms = False
+        self._next_dirs: dict[int, Path] = {}
         self._running = asyncio.Semaphore(settings.concurrency)
         self._teardowns: set[asyncio.Task[None]] = set()
         self._trace_of: dict[str, dict[str, int]] = {}
@@ -157,6 +164,10 @@ class ZygoteSandbox:
                 raise
             self._layers = layers
             self._uid_base = self._settings.uid_base if "uid" in layers else None
+            self._arms = hello.get("arms") is True
+            if self._arms:
+                for slot in range(2 * self._settings.concurrency):
+                    self._next_dir(slot)
             log.info("sandbox.started", kind="zygote", layers=list(layers),
                      level=self._settings.level, unmet=gaps, notes=self._notes,
                      preimport_failures=hello.get("preimport_failures"))
@@ -338,6 +349,19 @@ class ZygoteSandbox:
                 reaped.set_result(None)
         self._reaped.clear()
 
+    def _next_dir(self, slot: int) -> None:
+        """Make (or, after a zygote restart, announce again) the slot's next job directory:
+        the zygote arms the slot's child with it. Best effort: without one, the job's
+        directory is made when it comes and its child confines itself then."""
+        job_dir = self._next_dirs.get(slot)
+        try:
+            if job_dir is None:
+                owner = None if self._uid_base is None else self._uid_base + slot
+                job_dir = self._next_dirs[slot] = new_job_dir(self._root, owner)
+            self._send({"op": "next_dir", "slot": slot, "dir": str(job_dir)})
+        except (OSError, SandboxUnavailable) as exc:
+            log.warning("sandbox.next_dir_failed", slot=slot, error=str(exc))
+
     def _send(self, message: protocol.Message, fds: tuple[int, ...] = ()) -> None:
         if self._ctrl is None:
             raise SandboxUnavailable("the zygote is not running")
@@ -372,7 +396,11 @@ class ZygoteSandbox:
             key = uuid.uuid4().hex
             job_dir: Path | None = None
             try:
-                job_dir = make_job_dir(self._root, job, owner)
+                job_dir = self._next_dirs.pop(slot, None)
+                if job_dir is not None:
+                    fill_job_dir(job_dir, job)
+                else:
+                    job_dir = make_job_dir(self._root, job, owner)
                 if trace is not None:
                     trace["t_dir"] = time.monotonic_ns()
                     self._trace_of[key] = trace
@@ -401,6 +429,8 @@ class ZygoteSandbox:
                 if trace is not None:
                     trace["t_removed"] = time.monotonic_ns()
                     self.traces.append(trace)
+                if self._arms:
+                    self._next_dir(slot)
             finally:
                 self._reaped.pop(key, None)
                 self._trace_of.pop(key, None)

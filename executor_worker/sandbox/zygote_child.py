@@ -212,19 +212,42 @@ def _enter_userns() -> None:
 
 
 def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
-    """Wait for the job, confine, run it; returns the exit status for os._exit."""
+    """Wait for the job, confine, run it; returns the exit status for os._exit.
+
+    An ``arm`` message may come first (root hosts without job cgroups: the slot's next job
+    directory, made ahead by the supervisor): then everything but the job's descriptors and
+    rlimits is confined before the job exists, and only those are left for its ``run``.
+    """
     message, fds = protocol.recv(chan)
+    armed: str | None = None
+    arm_error: BaseException | None = None
+    if message is not None and message.get("op") == "arm":
+        try:
+            _arm(message, plan, ready, chan.fileno())
+            armed = str(message["dir"])
+        except BaseException as exc:  # the job that comes is refused with this reason
+            arm_error = exc
+        ready.times["t_armed"] = time.monotonic_ns()
+        message, fds = protocol.recv(chan)
     received = time.monotonic_ns()
     if message is None or message.get("op") != "run" or len(fds) not in (3, 4):
         return 0  # the zygote is shutting down its pool
     out_fd, err_fd, done_fd = fds[:3]
     chan_fd = chan.detach()
     try:
-        if len(fds) == 4:
-            _join_cgroup(fds[3])
-        elif plan.cgroup_base is not None:
-            raise RuntimeError("the zygote sent no cgroup for this job")
-        _confine(message, plan, ready, out_fd, err_fd, chan_fd, done_fd)
+        if arm_error is not None:
+            raise arm_error
+        if armed is not None:
+            if message["dir"] != armed or len(fds) != 3:
+                raise RuntimeError("the job is not the one this process was armed for")
+            _take_descriptors(out_fd, err_fd, (chan_fd, done_fd))
+            _set_rlimits(message["limits"], plan, ready.baseline_vm)
+        else:
+            if len(fds) == 4:
+                _join_cgroup(fds[3])
+            elif plan.cgroup_base is not None:
+                raise RuntimeError("the zygote sent no cgroup for this job")
+            _confine(message, plan, ready, out_fd, err_fd, chan_fd, done_fd)
         # The last thing before the code: from here on nothing the job does reaches the
         # zygote but its exit status.
         _tell(chan_fd, {"op": "confined", "t_received": received,
@@ -259,9 +282,25 @@ def _tell(chan_fd: int, message: dict[str, Any]) -> None:
 
 def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, err_fd: int,
              chan_fd: int, done_fd: int) -> None:
-    job_dir: str = message["dir"]
-    slot: int = message["slot"]
-    limits: dict[str, int] = message["limits"]
+    """Everything at once, when the job is there."""
+    home = _enter_job_dir(plan, ready, message["dir"])
+    _take_descriptors(out_fd, err_fd, (ready.ruleset, chan_fd, done_fd))
+    _set_rlimits(message["limits"], plan, ready.baseline_vm)
+    _drop_privileges(plan, ready, message["slot"], home)
+
+
+def _arm(message: dict[str, Any], plan: Plan, ready: Prepared, chan_fd: int) -> None:
+    """Ahead of the job: its directory, and every layer but its descriptors and rlimits
+    (those come with it). Lowering rlimits and closing descriptors need no privilege."""
+    home = _enter_job_dir(plan, ready, message["dir"])
+    _drop_privileges(plan, ready, message["slot"], home)
+    # What the init held for the Landlock rules (enforced now) goes; the channel stays.
+    os.closerange(3, chan_fd)
+    os.closerange(chan_fd + 1, 2**31 - 1)
+
+
+def _enter_job_dir(plan: Plan, ready: Prepared, job_dir: str) -> str:
+    """chdir into it, allow it in the Landlock ruleset, bind it over /tmp; the job's home."""
     os.chdir(job_dir)
     ruleset = ready.ruleset
     if ruleset >= 0:
@@ -274,20 +313,28 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
             _enter_userns()  # after the bind: the job's user namespace owns no mounts
     else:
         home = job_dir
+    return home
+
+
+def _take_descriptors(out_fd: int, err_fd: int, keep: tuple[int, ...]) -> None:
+    """The job's stdin (/dev/null), stdout and stderr; nothing else survives but ``keep``:
+    the ruleset (closed once enforced), the channel (closed before the code runs) and the
+    write end of the job's "done" pipe (one byte, read once). No path to the supervisor or
+    another job."""
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
-    # Nothing but stdin/stdout/stderr, the ruleset (closed once enforced), the channel
-    # (closed before the code runs) and the write end of the job's "done" pipe (one byte,
-    # read once) survives: no path to the supervisor or another job.
-    keep = sorted(fd for fd in (ruleset, chan_fd, done_fd) if fd >= 3)
     low = 3
-    for fd in keep:
+    for fd in sorted(fd for fd in keep if fd >= 3):
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 2**31 - 1)  # close_range() makes the size of the range free
-    _set_rlimits(limits, plan, ready.baseline_vm)
+
+
+def _drop_privileges(plan: Plan, ready: Prepared, slot: int, home: str) -> None:
+    """The slot's uid (or no capabilities), no-new-privs, Landlock, seccomp, environment."""
+    ruleset = ready.ruleset
     if plan.uid_base is not None:
         uid = plan.uid_base + slot
         os.setgroups([])

@@ -83,6 +83,12 @@ class Zygote:
         self._slot_count = slots if self._own_pidns >= 0 else 0
         self._slot_ns: dict[int, slot_ns.SlotNs] = {}
         self._ready: dict[int, tuple[int, socket.socket]] = {}  # slot -> its next child
+        #: Children are armed ahead (zygote_child.serve_one) where no job cgroup must be
+        #: joined first: slot -> the directory the supervisor made for its next job, and
+        #: the slots whose ready child was sent it
+        self._arms = bool(self._slot_count) and plan.cgroup_base is None
+        self._next_dir: dict[int, str] = {}
+        self._armed: set[int] = set()
         self._busy: set[int] = set()  # slots with a job running or being swept
         #: slot -> the "reaped" message that waits for its sweep
         self._after_sweep: dict[int, protocol.Message] = {}
@@ -104,6 +110,11 @@ class Zygote:
         self._selector = selectors.DefaultSelector()
         self._selector.register(ctrl, selectors.EVENT_READ, "ctrl")
         self._selector.register(self._wakeup_r, selectors.EVENT_READ, "child")
+
+    @property
+    def arms(self) -> bool:
+        """Whether the supervisor should make each slot's next job directory ahead."""
+        return self._arms
 
     def serve(self) -> None:
         try:
@@ -147,6 +158,11 @@ class Zygote:
                 pid = self._pids.get(message["id"])
                 if pid is not None:
                     self._kill_job(pid)
+            elif message["op"] == "next_dir" and self._arms:
+                slot = int(message["slot"])
+                if 0 <= slot < self._slot_count:
+                    self._next_dir[slot] = str(message["dir"])
+                    self._arm(slot)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -158,7 +174,19 @@ class Zygote:
                 self._fill_pool(1)
             return self._idle.popleft()
         ready = self._ready.pop(slot, None)
+        self._armed.discard(slot)
+        self._next_dir.pop(slot, None)  # a directory is armed for one job
         return ready if ready is not None else self._fork_child(slot)
+
+    def _arm(self, slot: int) -> None:
+        """Send the slot's ready child its next job's directory, once both exist."""
+        ready = self._ready.get(slot)
+        job_dir = self._next_dir.get(slot)
+        if ready is None or job_dir is None or slot in self._armed:
+            return
+        self._armed.add(slot)
+        with contextlib.suppress(OSError):  # that child died: its replacement gets armed
+            protocol.send(ready[1], {"op": "arm", "dir": job_dir, "slot": slot})
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         slot = int(message["slot"])
@@ -274,6 +302,8 @@ class Zygote:
                        if slot not in self._busy and slot not in self._ready]
             for slot in missing[:at_most]:
                 self._ready[slot] = self._fork_child(slot)
+                if self._arms:
+                    self._arm(slot)
             return len(missing) > at_most
         forked = 0
         while len(self._idle) < (wanted or self._prefork) and forked < at_most:
@@ -349,6 +379,7 @@ class Zygote:
         key = self._slot_key(slot)
         if key not in self._jobs:
             ready = self._ready.pop(slot, None)
+            self._armed.discard(slot)
             if ready is not None:
                 ready[1].close()  # died before its job came: forked again when wanted
             return
@@ -369,6 +400,7 @@ class Zygote:
                 os.kill(ns.init_pid, signal.SIGKILL)
             ns.close()
         ready = self._ready.pop(slot, None)
+        self._armed.discard(slot)
         if ready is not None:
             ready[1].close()  # it lived in that namespace: gone with it
         key = self._slot_key(slot)
@@ -701,8 +733,11 @@ def main(argv: list[str]) -> None:
     linux.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != config["supervisor_pid"]:
         return
+    zygote = Zygote(ctrl, plan, config["prefork"], bool(config.get("trace")),
+                    int(config.get("slots", 0)))
     protocol.send(ctrl, {
         "op": "hello", "pid": os.getpid(), "layers": list(layers), "notes": plan.notes,
+        "arms": zygote.arms,
         "preimport_failures": failures,
         "read_only": list(plan.landlock_policy.read_only) if plan.landlock_policy else [],
     })
@@ -711,8 +746,6 @@ def main(argv: list[str]) -> None:
     # would otherwise write to (and so copy) every page of the zygote's heap.
     gc.collect()
     gc.freeze()
-    zygote = Zygote(ctrl, plan, config["prefork"], bool(config.get("trace")),
-                    int(config.get("slots", 0)))
     try:
         zygote.serve()
     finally:
