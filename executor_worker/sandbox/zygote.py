@@ -349,6 +349,10 @@ class ZygoteSandbox:
                 reaped.set_result(None)
         self._reaped.clear()
 
+    def next_job_dirs(self) -> set[Path]:
+        """The empty directories made ahead for the slots' next jobs (see _next_dir)."""
+        return set(self._next_dirs.values())
+
     def _next_dir(self, slot: int) -> None:
         """Make (or, after a zygote restart, announce again) the slot's next job directory:
         the zygote arms the slot's child with it. Best effort: without one, the job's

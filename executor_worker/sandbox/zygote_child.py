@@ -1,20 +1,26 @@
-"""One job process: forked by the zygote ahead of time, confined when its job arrives.
+"""One job process: forked ahead of time (by the zygote, or on root hosts by its slot's init,
+see slot_ns.py), confined before or when its job arrives.
 
-Before a job exists the child does the job-independent, slow part (own session; its own
-mount, IPC and UTS namespaces, see namespaces.py, and a PID namespace: on root hosts the
-child is forked straight into its slot's, see slot_ns.py, elsewhere the forked process is a
-new namespace's init and the job runs in its only child; the Landlock ruleset is built
-there too, while paths can still be opened, and all of the seccomp filter but the calls
-confining still needs is loaded). When the ``run`` message arrives it chdirs into the
-job directory, adds it to the ruleset, takes the job's stdout/stderr, closes every
-other descriptor (the zygote's and the supervisor's channels included), sets rlimits, drops
-to the slot's uid (or drops capabilities), sets no-new-privs, enforces Landlock and seccomp,
-tells the zygote over its channel that it is confined, closes that channel, and only then
-reads and runs the code. Any failure before the code runs aborts the job (a weaker sandbox
-than reported is never used) and is reported over the channel: nothing the job prints or
-exits with can pass for a setup failure. When the code returns, its exit code goes to the
-zygote as one byte on the job's "done" pipe, so the result does not wait for this
-interpreter's exit. Standard library only.
+Before a job exists the child does the job-independent, slow part: its own session; its
+own IPC namespace and, unless it was born in its slot's, mount and UTS namespaces (see
+namespaces.py) and a PID namespace (elsewhere the forked process is a new namespace's init
+and the job runs in its only child); the Landlock ruleset (built from descriptors its
+slot's init holds, or while paths can still be opened) and all of the seccomp filter but
+the calls confining still needs (inherited from the slot's init, or loaded here).
+
+Then it confines itself: it chdirs into the job directory, adds it to the ruleset, binds it
+over /tmp, takes the job's stdout/stderr, closes every other descriptor (the zygote's and
+the supervisor's channels included), sets rlimits, drops to the slot's uid (or drops
+capabilities), sets no-new-privs, enforces Landlock and the rest of seccomp. Where the
+supervisor makes the slot's next job directory ahead (root hosts without job cgroups), an
+``arm`` message names it and all of that but the descriptors and rlimits happens before
+the job exists (no privilege is needed for what is left); elsewhere it all happens when the
+``run`` message arrives. Last it tells the zygote over its channel that it is confined,
+closes that channel, and only then reads and runs the code. Any failure before the code
+runs aborts the job (a weaker sandbox than reported is never used) and is reported over
+the channel: nothing the job prints or exits with can pass for a setup failure. When the
+code returns, its exit code goes to the supervisor as one byte on the job's "done" pipe,
+so the result does not wait for this interpreter's exit. Standard library only.
 """
 
 from __future__ import annotations

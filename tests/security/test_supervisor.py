@@ -50,14 +50,14 @@ async def test_non_utf8_names_are_escaped_not_fatal(harness: Harness) -> None:
         artifact.name.encode("utf-8")  # no lone surrogates
     assert any("\\xe9" in n or "%E9" in n.upper() for n in names), names
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
 
 
 async def test_deep_trees_cost_neither_the_result_nor_the_directory(harness: Harness) -> None:
     outcome = await harness.run(DEEP, inputs={"depth": 2500}, timeout_s=20)
     assert outcome.status == "succeeded", outcome
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
     assert (await harness.run("print('ok')")).stdout == "ok\n"
 
 
@@ -75,7 +75,7 @@ async def test_huge_counts_are_bounded(harness: Harness) -> None:
     assert len(outcome.artifacts) <= 64
     assert time.monotonic() - start < 25
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
 
 
 async def test_a_job_that_locks_and_links_its_tree_is_still_removed(harness: Harness) -> None:
@@ -95,7 +95,7 @@ async def test_a_job_that_locks_and_links_its_tree_is_still_removed(harness: Har
     outcome = await harness.run(code)
     assert outcome.status == "succeeded", outcome
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
     assert _exists("/etc/passwd")  # nothing followed a link out
 
 
@@ -189,7 +189,7 @@ async def test_a_job_that_removes_its_own_directory_is_still_killed(
             break
         await asyncio.sleep(0.02)
     assert processes_named("rmdirkid-sec") == [] and processes_named("rmdirjob-sec") == []
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
     after = await harness.run("print('ok')")
     assert after.stdout == "ok\n"
 
