@@ -433,7 +433,7 @@ class ZygoteSandbox:
                 if trace is not None:
                     trace["t_removed"] = time.monotonic_ns()
                     self.traces.append(trace)
-                if self._arms:
+                if self._arms and self.ready():
                     self._next_dir(slot)
             finally:
                 self._reaped.pop(key, None)
