@@ -419,10 +419,11 @@ def _execute(main: types.ModuleType) -> int:
     sys.modules["__main__"] = main
     status = 0
     try:
-        with open("inputs.json", encoding="utf-8") as fh:
-            main.__dict__.update(inputs=json.load(fh), __file__="main.py",
+        # Bytes, as ``python main.py`` reads its file: a coding declaration is honoured.
+        with open("inputs.json", "rb") as fh:
+            main.__dict__.update(inputs=json.loads(fh.read()), __file__="main.py",
                                  __builtins__=builtins)
-        with open("main.py", encoding="utf-8") as fh:
+        with open("main.py", "rb") as fh:
             source = fh.read()
         exec(compile(source, "main.py", "exec"), main.__dict__)
     except SystemExit as exc:
