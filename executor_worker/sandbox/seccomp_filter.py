@@ -101,29 +101,32 @@ def compile_apart(allow_exec: bool, *, shared_uid: bool = True,
         status = 1
         try:
             os.close(read_end)
-            whole = compile_filter(allow_exec, shared_uid=shared_uid, private_ipc=private_ipc)
-            ahead, final = compile_filters(allow_exec, shared_uid=shared_uid,
-                                           private_ipc=private_ipc)
+            try:
+                whole = compile_filter(allow_exec, shared_uid=shared_uid,
+                                       private_ipc=private_ipc)
+                ahead, final = compile_filters(allow_exec, shared_uid=shared_uid,
+                                               private_ipc=private_ipc)
+                reply = b"".join(len(p).to_bytes(4, "little") + p for p in (whole, ahead, final))
+            except Exception as exc:  # missing libseccomp, unknown arch, ...
+                reply = b"E" + f"{type(exc).__name__}: {exc}".encode(errors="replace")[:2000]
             with os.fdopen(write_end, "wb") as out:
-                for program in (whole, ahead, final):
-                    out.write(len(program).to_bytes(4, "little") + program)
+                out.write(reply)
             status = 0
-        except BaseException as exc:
-            os.write(2, f"seccomp filter compilation failed: {type(exc).__name__}: {exc}\n"
-                     .encode(errors="replace"))
         finally:
             os._exit(status)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as fh:
         data = fh.read()
-    _, status = os.waitpid(pid, 0)
+    os.waitpid(pid, 0)
+    if data[:1] == b"E":
+        raise RuntimeError(data[1:].decode(errors="replace"))
     programs = []
     while len(data) >= 4:
         size = int.from_bytes(data[:4], "little")
         programs.append(data[4:4 + size])
         data = data[4 + size:]
-    if status != 0 or len(programs) != 3 or not all(programs):
-        raise RuntimeError("the filter could not be compiled (libseccomp missing?)")
+    if len(programs) != 3 or not all(programs):
+        raise RuntimeError("the process compiling the filter ended without it")
     return programs[0], (programs[1], programs[2])
 
 
