@@ -33,7 +33,8 @@ import contextlib
 import json
 import os
 import signal
-from dataclasses import dataclass
+
+from executor_worker.sandbox.records import record
 
 CGROUP_MOUNT = "/sys/fs/cgroup"
 NEEDED = ("memory", "pids", "cpu")
@@ -50,7 +51,7 @@ def emulate_kernel(on: bool) -> None:
     _emulated = on
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class JobLimits:
     memory_bytes: int
     pids: int

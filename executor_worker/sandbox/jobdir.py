@@ -23,15 +23,29 @@ def make_job_dir(root: Path, job: SandboxJob, owner: int | None) -> Path:
     With per-slot uids the directory is handed to the job's uid (the files stay the worker's,
     readable); otherwise it stays the worker's and Landlock confines the job to it.
     """
+    job_dir = new_job_dir(root, owner)
+    fill_job_dir(job_dir, job)
+    return job_dir
+
+
+def new_job_dir(root: Path, owner: int | None) -> Path:
+    """A fresh, empty 0700 directory (see make_job_dir), e.g. made ahead of its job."""
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=root))
     try:
-        write_job_files(job_dir, job)
         if owner is not None:
             os.chown(job_dir, owner, owner)
     except BaseException:
         remove_job_dir(job_dir)
         raise
     return job_dir
+
+
+def fill_job_dir(job_dir: Path, job: SandboxJob) -> None:
+    try:
+        write_job_files(job_dir, job)
+    except BaseException:
+        remove_job_dir(job_dir)
+        raise
 
 
 def remove_plain_job_dir(path: Path) -> bool:

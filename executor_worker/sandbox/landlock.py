@@ -11,9 +11,9 @@ import os
 import stat
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from executor_worker.sandbox import linux
+from executor_worker.sandbox.records import record
 
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
@@ -62,7 +62,7 @@ def fs_rights(abi: int) -> int:
     return rights
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     read_only: tuple[str, ...]
     read_write: tuple[str, ...]
@@ -86,19 +86,9 @@ def build_ruleset(abi: int, policy: Policy) -> int:
     More paths can be added later with :func:`allow_read_write` until it is enforced: the
     zygote's children build the read-only part ahead of time, the job directory at dispatch.
     """
-    handled_fs = fs_rights(abi)
-    handled_net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and policy.restrict_net else 0
-    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 and policy.scope else 0
-    # The struct grew with the ABI; pass only the fields this kernel knows.
-    attr = struct.pack("QQQ", handled_fs, handled_net, scoped)
-    size = 8 if abi < 4 else 16 if abi < 6 else 24
-    buf = ctypes.create_string_buffer(attr[:size], size)
-    fd = linux.checked_syscall(
-        linux.SYS_LANDLOCK_CREATE_RULESET, "landlock_create_ruleset", buf, ctypes.c_size_t(size), 0
-    )
+    fd = _create_ruleset(abi, policy)
     try:
-        read = READ_FILE | READ_DIR | (EXECUTE if policy.allow_exec else 0)
-        _add_paths(fd, policy.read_only, read & handled_fs)
+        _add_paths(fd, policy.read_only, _read_rights(abi, policy))
         allow_read_write(fd, abi, policy.read_write, policy.allow_exec)
     except BaseException:
         os.close(fd)
@@ -106,15 +96,71 @@ def build_ruleset(abi: int, policy: Policy) -> int:
     return fd
 
 
-def allow_read_write(ruleset_fd: int, abi: int, paths: Iterable[str], allow_exec: bool) -> None:
-    # Everything but device nodes (and execution unless allowed) beneath ``paths``.
+class HeldRules:
+    """The rules of a fixed set of paths, with their descriptors held open: a fresh ruleset
+    then costs one create and one add per path, with no lookups (a slot's init holds them
+    for the job processes it forks, which close them before their job runs)."""
+
+    def __init__(self, abi: int, policy: Policy, read_write: Iterable[str]) -> None:
+        self._abi = abi
+        self._policy = policy
+        self._read_only = _hold(policy.read_only, _read_rights(abi, policy))
+        self._rw_paths = (*policy.read_write, *read_write)
+        self._read_write = _hold(self._rw_paths, _write_rights(abi, policy.allow_exec))
+
+    def reopen_read_write(self) -> None:
+        """The read-write paths were mounted anew: hold the new directories."""
+        _release(self._read_write)
+        self._read_write = _hold(self._rw_paths, _write_rights(self._abi, self._policy.allow_exec))
+
+    def held_fds(self) -> tuple[int, ...]:
+        return tuple(fd for _, fd, _ in (*self._read_only, *self._read_write))
+
+    def ruleset(self) -> int:
+        fd = _create_ruleset(self._abi, self._policy)
+        try:
+            for path, _, rule in (*self._read_only, *self._read_write):
+                _add_rule(fd, rule, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _create_ruleset(abi: int, policy: Policy) -> int:
+    handled_fs = fs_rights(abi)
+    handled_net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and policy.restrict_net else 0
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 and policy.scope else 0
+    # The struct grew with the ABI; pass only the fields this kernel knows.
+    attr = struct.pack("QQQ", handled_fs, handled_net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    buf = ctypes.create_string_buffer(attr[:size], size)
+    return linux.checked_syscall(
+        linux.SYS_LANDLOCK_CREATE_RULESET, "landlock_create_ruleset", buf, ctypes.c_size_t(size), 0
+    )
+
+
+def _read_rights(abi: int, policy: Policy) -> int:
+    return (READ_FILE | READ_DIR | (EXECUTE if policy.allow_exec else 0)) & fs_rights(abi)
+
+
+def _write_rights(abi: int, allow_exec: bool) -> int:
+    # Everything but device nodes (and execution unless allowed) beneath the paths.
     write = fs_rights(abi) & ~(MAKE_CHAR | MAKE_BLOCK)
     if not allow_exec:
         write &= ~EXECUTE
-    _add_paths(ruleset_fd, paths, write)
+    return write
 
 
-def _add_paths(ruleset_fd: int, paths: Iterable[str], rights: int) -> None:
+def allow_read_write(ruleset_fd: int, abi: int, paths: Iterable[str], allow_exec: bool) -> None:
+    _add_paths(ruleset_fd, paths, _write_rights(abi, allow_exec))
+
+
+_Held = tuple[str, int, ctypes.Array[ctypes.c_char]]  # path, its O_PATH fd, the rule
+
+
+def _hold(paths: Iterable[str], rights: int) -> list[_Held]:
+    held: list[_Held] = []
     for path in paths:
         try:
             path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -122,14 +168,34 @@ def _add_paths(ruleset_fd: int, paths: Iterable[str], rights: int) -> None:
             continue  # a configured path that does not exist here grants nothing
         try:
             is_dir = stat.S_ISDIR(os.fstat(path_fd).st_mode)
-            allowed = rights if is_dir else rights & _FILE_RIGHTS
-            rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, path_fd), 12)
-            linux.checked_syscall(
-                linux.SYS_LANDLOCK_ADD_RULE, f"landlock_add_rule({path})",
-                ruleset_fd, _RULE_PATH_BENEATH, rule, 0,
-            )
-        finally:
+        except OSError:
             os.close(path_fd)
+            continue
+        allowed = rights if is_dir else rights & _FILE_RIGHTS
+        held.append((path, path_fd,
+                     ctypes.create_string_buffer(struct.pack("=Qi", allowed, path_fd), 12)))
+    return held
+
+
+def _release(held: list[_Held]) -> None:
+    for _, path_fd, _ in held:
+        os.close(path_fd)
+
+
+def _add_rule(ruleset_fd: int, rule: ctypes.Array[ctypes.c_char], path: str) -> None:
+    # The message is only built on failure: this runs for every path of every job.
+    if linux.syscall(linux.SYS_LANDLOCK_ADD_RULE, ruleset_fd, _RULE_PATH_BENEATH, rule, 0) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"landlock_add_rule({path}): {os.strerror(err)}")
+
+
+def _add_paths(ruleset_fd: int, paths: Iterable[str], rights: int) -> None:
+    held = _hold(paths, rights)
+    try:
+        for path, _, rule in held:
+            _add_rule(ruleset_fd, rule, path)
+    finally:
+        _release(held)
 
 
 def restrict_self(ruleset_fd: int) -> None:

@@ -8,14 +8,13 @@ jobs get. Standard library only (plus pyseccomp, loaded lazily).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from executor_worker.sandbox import cgroup, landlock, linux, namespaces, seccomp_filter
+from executor_worker.sandbox.records import record, replace
 from executor_worker.sandbox.zygote_child import Plan
 
 #: Layers every zygote child has without any probing (the supervisor adds timeout/output-cap).
@@ -29,7 +28,7 @@ _SYSTEM_READ_PATHS = (
 _EXEC_PATHS = ("/usr/bin", "/bin", "/usr/local/bin")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProbeConfig:
     work_root: str
     uid_base: int | None
@@ -74,7 +73,7 @@ def detect(config: ProbeConfig) -> tuple[Plan, tuple[str, ...]]:
         if plan.ns.mount:
             # A private home (/root is 0700) hides the interpreter from job uids: reveal
             # what they must read inside their mount namespace; host modes stay as they are.
-            plan.ns = dataclasses.replace(plan.ns, veils=namespaces.veils_for(plan.ns.keep))
+            plan.ns = replace(plan.ns, veils=namespaces.veils_for(plan.ns.keep))
         if usable("uid", lambda: _uid_probe(config, plan.ns)):
             plan.uid_base = config.uid_base
             layers.append("uid")
@@ -206,10 +205,9 @@ def _plan_seccomp(plan: Plan, config: ProbeConfig, layers: list[str],
         return
     shared_uid = plan.uid_base is None
     try:
-        program = seccomp_filter.compile_filter(config.allow_exec, shared_uid=shared_uid,
-                                                private_ipc=plan.ns.ipc)
-        split = seccomp_filter.compile_filters(config.allow_exec, shared_uid=shared_uid,
-                                               private_ipc=plan.ns.ipc)
+        program, split = seccomp_filter.compile_apart(config.allow_exec,
+                                                      shared_uid=shared_uid,
+                                                      private_ipc=plan.ns.ipc)
     except Exception as exc:  # missing libseccomp, unknown arch, ...
         plan.notes["seccomp"] = f"cannot compile the filter: {exc}"
         return
@@ -295,7 +293,7 @@ def _uid_probe(config: ProbeConfig, ns: namespaces.NamespacePlan) -> None:
     assert config.uid_base is not None
     # Where the job would be: its mount namespace with the veils (no /proc, no pid_max: this
     # probe is not in a PID namespace of its own).
-    namespaces.enter(dataclasses.replace(ns, pid=False, ipc=False, uts=False))
+    namespaces.enter(replace(ns, pid=False, ipc=False, uts=False))
     uid = config.uid_base
     os.setgroups([])
     os.setresgid(uid, uid, uid)

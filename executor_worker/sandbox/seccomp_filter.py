@@ -17,6 +17,11 @@ from __future__ import annotations
 import errno
 import os
 
+#: Not typing.TYPE_CHECKING (see protocol.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 #: Syscalls no job needs: tracing and reading other processes, (un)mounting, namespaces,
 #: keyrings, eBPF, perf, modules, clocks, io_uring (it performs socket/file operations the
 #: filter would not see), leaving the process group (setsid/setpgid escape killpg), and
@@ -66,9 +71,12 @@ METADATA_SYSCALLS = (
 #: The uid and Landlock's signal scoping do not stop these; a PID namespace does, this too.
 SELF_ONLY = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam",
              "sched_setattr", "migrate_pages", "move_pages")
-#: In DENIED, but the child makes them while confining itself (bind /tmp, user namespace,
-#: uid switch, capability drop): the final filter refuses them.
-SETUP_SYSCALLS = ("mount", "unshare", "setgroups", "setresgid", "setresuid", "capset")
+#: In DENIED, but the child makes them while confining itself (own session, IPC namespace,
+#: bind /tmp, user namespace, uid switch, capability drop) or, on root hosts, the slot's init
+#: does, which loads the ahead filter once for all the job processes it forks (unmounting a
+#: job's /tmp, and kill(-1) to sweep: see _KILL_ALL): the final filter refuses them.
+SETUP_SYSCALLS = ("mount", "umount2", "unshare", "setsid", "setgroups", "setresgid",
+                  "setresuid", "capset")
 _SOCK_STREAM = 1
 _AF_UNIX = 1
 
@@ -83,12 +91,55 @@ _CLONE_NAMESPACE_FLAGS = (
 )
 
 
+def compile_apart(allow_exec: bool, *, shared_uid: bool = True,
+                  private_ipc: bool = False) -> tuple[bytes, tuple[bytes, bytes]]:
+    """compile_filter and compile_filters, in a forked child: libseccomp and its bindings
+    (~1.2 MB) never enter the zygote, whose every byte each job pays to fork and unmap."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            try:
+                whole = compile_filter(allow_exec, shared_uid=shared_uid,
+                                       private_ipc=private_ipc)
+                ahead, final = compile_filters(allow_exec, shared_uid=shared_uid,
+                                               private_ipc=private_ipc)
+                reply = b"".join(len(p).to_bytes(4, "little") + p for p in (whole, ahead, final))
+            except Exception as exc:  # missing libseccomp, unknown arch, ...
+                reply = b"E" + f"{type(exc).__name__}: {exc}".encode(errors="replace")[:2000]
+            with os.fdopen(write_end, "wb") as out:
+                out.write(reply)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    if data[:1] == b"E":
+        raise RuntimeError(data[1:].decode(errors="replace"))
+    programs = []
+    while len(data) >= 4:
+        size = int.from_bytes(data[:4], "little")
+        programs.append(data[4:4 + size])
+        data = data[4 + size:]
+    if len(programs) != 3 or not all(programs):
+        raise RuntimeError("the process compiling the filter ended without it")
+    return programs[0], (programs[1], programs[2])
+
+
 def compile_filters(allow_exec: bool, *, shared_uid: bool = True,
                     private_ipc: bool = False) -> tuple[bytes, bytes]:
     """(ahead, final): two programs that, stacked, refuse what compile_filter refuses."""
     ahead = compile_filter(allow_exec, shared_uid=shared_uid, private_ipc=private_ipc,
-                           spare=SETUP_SYSCALLS)
+                           spare=(*SETUP_SYSCALLS, _KILL_ALL))
     return ahead, _compile_denying(SETUP_SYSCALLS)
+
+
+#: The one conditional rule the ahead filter leaves to the final one (a spare name).
+_KILL_ALL = "kill(-1)"
 
 
 def _compile_denying(names: tuple[str, ...]) -> bytes:
@@ -98,7 +149,14 @@ def _compile_denying(names: tuple[str, ...]) -> bytes:
     flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     for name in names:
         flt.add_rule(sc.ERRNO(errno.EPERM), name)
+    _deny_kill_all(flt, sc)
     return _export(flt)
+
+
+def _deny_kill_all(flt: Any, sc: Any) -> None:
+    # kill(-1, ...) signals every process the job's uid may signal: the worker itself when
+    # there is no uid layer. pid_t is 32-bit; compare the low half only.
+    flt.add_rule(sc.ERRNO(errno.EPERM), "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))
 
 
 def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
@@ -143,9 +201,8 @@ def compile_filter(allow_exec: bool, *, shared_uid: bool = True,
     # clone3 passes its flags in memory the filter cannot read; ENOSYS makes libc fall back
     # to clone(), whose flags we can check.
     flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    # kill(-1, ...) signals every process the job's uid may signal: the worker itself when
-    # there is no uid layer. pid_t is 32-bit; compare the low half only.
-    flt.add_rule(deny, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))
+    if _KILL_ALL not in spare:
+        _deny_kill_all(flt, sc)
     return _export(flt)
 
 

@@ -1,20 +1,27 @@
-"""A PID namespace per job slot, kept from one job of the slot to the next (root hosts).
+"""A slot's namespaces and its init, which forks the slot's jobs (root hosts).
 
-Creating a PID namespace per job means forking a second interpreter per job (the namespace's
-init) and tearing the namespace down at its end: a third of a trivial job's CPU. Where the
-zygote may re-enter its own PID namespace (root), each slot instead gets one long-lived init
-(PID 1 of the slot's namespace, a child of the zygote that does nothing but reap), and the
-zygote forks each job's process straight into it (``setns`` there, ``fork``, ``setns`` back):
-the job is the zygote's own child, so its wait status needs no relay.
+Creating namespaces per job means copying the mount table, mounting a /proc and private
+tmpfs, forking a second interpreter (the PID namespace's init) and tearing all of it down
+when the job ends: a third of a trivial job's CPU. Where the zygote may re-enter its own PID
+namespace (root), each slot instead gets one long-lived init: PID 1 of the slot's PID
+namespace, in the slot's mount and UTS namespaces (set up once, see namespaces.enter), and a
+fork of the zygote, so a warm interpreter. It forks the slot's job processes itself, ahead
+of their jobs, on the zygote's ``FORK``: they are born inside the slot's namespaces, and the
+zygote, which only relays messages, never blocks on a fork while a job waits for it. Each
+job process still takes an IPC namespace of its own (SysV objects outlive processes).
 
-The namespace is the only thing kept, and it is kept empty: after a job's leader is reaped
-the zygote asks the init to *sweep* — ``kill(-1, SIGKILL)`` from PID 1 reaches every other
-process of the namespace — and the init reaps until it has no child left, which, since every
-process of the namespace descends from it or from the reaped leader, means none is left. Only
-then does the slot (its uid) go to another job, and only then is its next process forked.
-Mount, IPC and UTS namespaces stay per job: each job's process unshares its own, with a
-fresh /proc and fresh private tmpfs mounts, so no file, /tmp, IPC object or host name
-survives a job. Standard library only.
+The namespaces are the only thing kept, and they are kept empty: after a job ends the
+zygote asks the init to *sweep*: ``kill(-1, SIGKILL)`` from PID 1 reaches every other
+process of the namespace, and the init reaps until it has no child left, which, since every
+process of the namespace descends from it, means none is left. It then takes the job's
+directory off /tmp and replaces the private tmpfs mounts with empty ones
+(namespaces.reset_slot), so no file, /tmp entry, process or IPC object of one job meets the
+next; only then does the slot (its uid) go to another job. Standard library only.
+
+Messages on the init's channel (SOCK_SEQPACKET, one per datagram):
+zygote -> init: ``f`` + the job process's channel (SCM_RIGHTS) = fork one; ``s`` = sweep.
+init -> zygote: ``r`` ready (namespaces set up); ``e<wait status>`` the job process ended;
+``c`` swept clean.
 """
 
 from __future__ import annotations
@@ -24,37 +31,74 @@ import os
 import selectors
 import signal
 import socket
+from collections.abc import Callable
 
 from executor_worker.sandbox import linux, namespaces
+
+#: Not typing.TYPE_CHECKING (see protocol.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any, Protocol
+
+    _Handler = Callable[[int, FrameType | None], Any] | int | None
+
+    class Prepared(Protocol):
+        """What the init prepared for its job processes (zygote_child.SlotAhead)."""
+
+        def after_reset(self) -> None:
+            """The slot's private mounts were replaced (namespaces.reset_slot)."""
+
+        def held_fds(self) -> tuple[int, ...]:
+            """Descriptors the job processes need until their job (the others are closed)."""
+
+    #: Called in the init once its namespaces and filter are in place, before any job process.
+    PrepareInit = Callable[[], Prepared]
+
 
 SWEEP = b"s"
 CLEAN = b"c"
 READY = b"r"
+FORK = b"f"
+EXITED = b"e"
 _READY_TIMEOUT_S = 10.0
+#: Signals whose Python handlers an init must not keep (see _init_main); the job process
+#: gets the zygote's dispositions back.
+_INIT_DEFAULTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
+
+#: What the job process runs: (its channel to the zygote) -> exit status
+JobMain = Callable[[socket.socket], int]
 
 
 class SlotNs:
-    """The zygote's handle on one slot's namespace."""
+    """The zygote's handle on one slot's init."""
 
-    def __init__(self, init_pid: int, pidns_fd: int, ctrl: socket.socket) -> None:
+    def __init__(self, init_pid: int, ctrl: socket.socket) -> None:
         self.init_pid = init_pid
-        self.pidns_fd = pidns_fd
-        self.ctrl = ctrl  # the zygote's end: SWEEP out, CLEAN back
-        #: the job id whose "reaped" waits for the sweep, while one runs
-        self.sweeping: str | None = None
+        self.ctrl = ctrl  # the zygote's end: FORK and SWEEP out, READY/EXITED/CLEAN back
+        self.sweeping = False  # a SWEEP was sent and its CLEAN has not come back
+
+    def fork_job(self, chan: socket.socket) -> None:
+        """Ask for a job process on ``chan`` (the child's end, passed over, not kept)."""
+        socket.send_fds(self.ctrl, [FORK], [chan.fileno()])
+
+    def sweep(self) -> None:
+        if not self.sweeping:
+            self.sweeping = True
+            self.ctrl.send(SWEEP)
 
     def close(self) -> None:
-        if self.pidns_fd >= 0:
-            os.close(self.pidns_fd)
-            self.pidns_fd = -1
         self.ctrl.close()
 
 
-def create(own_pidns: int, plan: namespaces.NamespacePlan,
-           before_child: list[socket.socket]) -> SlotNs:
+def create(own_pidns: int, plan: namespaces.NamespacePlan, before_child: list[socket.socket],
+           job_main: JobMain, prepare_init: PrepareInit,
+           ahead_filter: bytes | None = None) -> SlotNs:
     """Fork a new slot init (in a new PID namespace) and return its handle.
 
     ``before_child``: the zygote's sockets, detached in the child before anything else.
+    ``ahead_filter``: the seccomp ahead filter (seccomp_filter.compile_filters), loaded by
+    the init once its namespaces are set up, so that every job process it forks has it.
     """
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     linux.unshare(linux.CLONE_NEWPID)
@@ -69,7 +113,7 @@ def create(own_pidns: int, plan: namespaces.NamespacePlan,
                     sock.detach()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = _init_main(theirs, plan)
+                status = _init_main(theirs, plan, job_main, prepare_init, ahead_filter)
             finally:
                 os._exit(status)
     finally:
@@ -77,42 +121,44 @@ def create(own_pidns: int, plan: namespaces.NamespacePlan,
             linux.setns(own_pidns, linux.CLONE_NEWPID)
     theirs.close()
     try:
-        # Its /proc and pid_max are in place before any job's process joins it.
+        # Its namespaces (/proc, pid_max, the private mounts) are in place before any job.
         mine.settimeout(_READY_TIMEOUT_S)
         if mine.recv(16) != READY:
-            raise RuntimeError("the slot's init failed to set up its namespace")
-        fd = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            raise RuntimeError("the slot's init failed to set up its namespaces")
     except (OSError, RuntimeError):
         mine.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         raise
     mine.setblocking(False)
-    return SlotNs(pid, fd, mine)
+    return SlotNs(pid, mine)
 
 
-def fork_into(slot: SlotNs, own_pidns: int) -> int:
-    """fork() into the slot's PID namespace: 0 in the child, its pid (ours) here."""
-    linux.setns(slot.pidns_fd, linux.CLONE_NEWPID)
-    pid = -1
-    try:
-        pid = os.fork()
-    finally:
-        if pid != 0:
-            linux.setns(own_pidns, linux.CLONE_NEWPID)
-    return pid
+def parse_exited(data: bytes) -> int | None:
+    """The wait status in an ``EXITED`` message, None if ``data`` is not one."""
+    if data[:1] != EXITED or not data[1:].isdigit():
+        return None
+    return int(data[1:])
 
 
-def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan) -> int:
-    """PID 1 of a slot's namespace: reap whatever reaches us; on SWEEP, kill everything
-    else in the namespace, reap until no child is left, answer CLEAN."""
+def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: JobMain,
+               prepare_init: PrepareInit, ahead_filter: bytes | None) -> int:
+    """PID 1 of a slot's namespaces: fork job processes on FORK, report their end, reap
+    whatever reaches us; on SWEEP kill everything else, reap until no child is left, reset
+    the mounts, answer CLEAN."""
     linux.set_parent_death_signal(signal.SIGKILL)  # the zygote gone: the namespace goes
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+    kept = {signum: signal.getsignal(signum) for signum in _INIT_DEFAULTS}
+    for signum in _INIT_DEFAULTS:
         signal.signal(signum, signal.SIG_DFL)  # SIG_DFL: unkillable from inside the ns
     os.setsid()
-    # Our own mount namespace, for this namespace's /proc and its pid_max (the bound on
-    # the number of processes a job of this slot can have); jobs unshare their own.
     namespaces.enter(plan)
+    tmp_before = namespaces.tmp_identity()
+    if ahead_filter is not None:
+        # What it spares is what we still need (mount, umount2, kill(-1)) and what the job
+        # process needs to confine itself; the job process loads the final filter last.
+        linux.set_no_new_privs()
+        linux.load_seccomp_bpf(ahead_filter)
+    prepared = prepare_init()
     ctrl.send(READY)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -120,41 +166,85 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan) -> int:
     selector = selectors.DefaultSelector()
     selector.register(ctrl, selectors.EVENT_READ, "ctrl")
     selector.register(wake_r, selectors.EVENT_READ, "child")
+    job = _Job()
     while True:
         for key, _ in selector.select():
             if key.data == "child":
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
-                _reap_all(block=False)
+                _reap(job, ctrl, block=False)
                 continue
             try:
-                data = ctrl.recv(16)
+                data, fds, _, _ = socket.recv_fds(ctrl, 16, 1)
             except InterruptedError:
                 continue
             if not data:
                 return 0  # the zygote closed the slot
+            if data == FORK and len(fds) == 1:
+                job.pid = _fork_job(fds[0], ctrl, kept, job_main, prepared.held_fds())
+            else:
+                for fd in fds:
+                    os.close(fd)
             if data == SWEEP:
-                _sweep()
+                _reap(job, ctrl, block=True, kill=True)
+                # The job's processes lived in our mount namespace: undo what they left in
+                # it (a failure ends this init, and the zygote drops the slot).
+                if namespaces.reset_slot(plan, tmp_before):
+                    prepared.after_reset()
                 ctrl.send(CLEAN)
 
 
-def _sweep() -> None:
+class _Job:
+    __slots__ = ("pid",)
+
+    def __init__(self) -> None:
+        self.pid = 0  # the job process forked last, until reaped
+
+
+def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[signal.Signals, _Handler],
+              job_main: JobMain, held: tuple[int, ...]) -> int:
+    """Fork a job process on ``chan_fd``; 0 if the fork failed (the zygote sees EOF)."""
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(chan_fd)
+        return 0
+    if pid:
+        os.close(chan_fd)
+        return pid
+    status = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for signum, handler in kept.items():
+            if handler is not None:  # None: set outside Python, left as the init has it
+                signal.signal(signum, handler)
+        ctrl.detach()
+        low = 3
+        for fd in sorted({chan_fd, *held}):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 2**31 - 1)
+        status = job_main(socket.socket(fileno=chan_fd))
+    finally:
+        os._exit(status)
+
+
+def _reap(job: _Job, ctrl: socket.socket, block: bool, kill: bool = False) -> None:
+    """Reap our children; report the job process's end. ``kill``: first kill every other
+    process of the namespace, and go on until none is left."""
     while True:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(-1, signal.SIGKILL)  # from PID 1: every process of the namespace but us
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)  # from PID 1: every process of the ns but us
         try:
-            os.waitpid(-1, 0)
+            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
             return  # no child left, so no process: each one descends from us
         except InterruptedError:
             continue
-
-
-def _reap_all(block: bool) -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return
         if pid == 0:
             return
+        if pid == job.pid:
+            job.pid = 0
+            ctrl.send(EXITED + str(status).encode())

@@ -38,8 +38,10 @@ from executor_worker.sandbox.api import (
     SandboxUnavailable,
 )
 from executor_worker.sandbox.jobdir import (
+    fill_job_dir,
     instance_dir_name,
     make_job_dir,
+    new_job_dir,
     remove_job_dir,
     remove_plain_job_dir,
     sweep_dead_instances,
@@ -67,6 +69,39 @@ _SANDBOX_DIR = os.path.dirname(os.path.realpath(__file__))
 _SUPERVISOR_LAYERS = ("timeout", "output-cap")
 _EXIT_GRACE_S = 5.0
 _DRAIN_GRACE_S = 2.0
+
+
+#: interpreter path -> the module search path its ``site`` sets up (see _module_path)
+_MODULE_PATHS: dict[str, list[str]] = {}
+
+
+async def _module_path(python: str) -> list[str]:
+    """The module search path ``python -I`` would have, learnt once per interpreter.
+
+    The zygote runs with ``-S``: ``site`` would execute the ``import`` lines of every
+    ``.pth`` file in site-packages (editable-install finders, setuptools' shim, a host's
+    certificate hook), which pull ``threading`` and ``random`` into the zygote, and their
+    at-fork hooks then run in every job (~0.4 ms and ~170 page copies each on this VM).
+    The path those files add is kept; their code runs here, in a throwaway interpreter,
+    as it does in any start of this worker's environment.
+    """
+    known = _MODULE_PATHS.get(python)
+    if known is not None:
+        return known
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            python, "-I", "-c", "import json, sys; print(json.dumps(sys.path))",
+            env={}, cwd="/", stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+    except OSError as exc:
+        raise SandboxRefused(f"cannot start the interpreter ({python}): {exc}") from exc
+    if proc.returncode != 0:
+        raise SandboxRefused(f"the interpreter {python} failed to start: "
+                             f"{err.decode(errors='replace').strip()[-500:]}")
+    path = [str(p) for p in json.loads(out) if isinstance(p, str) and p]
+    _MODULE_PATHS[python] = path
+    return path
 
 
 class ZygoteSandbox:
@@ -98,6 +133,11 @@ class ZygoteSandbox:
         self._free_slots: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(2 * settings.concurrency):
             self._free_slots.put_nowait(slot)
+        #: Where the zygote arms its slots' children ahead (its hello says so): slot -> the
+        #: empty directory made for the slot's next job, which its child is confined to
+        #: before the job exists (zygote_child.serve_one).
+        self._arms = False
+        self._next_dirs: dict[int, Path] = {}
         self._running = asyncio.Semaphore(settings.concurrency)
         self._teardowns: set[asyncio.Task[None]] = set()
         self._trace_of: dict[str, dict[str, int]] = {}
@@ -124,6 +164,10 @@ class ZygoteSandbox:
                 raise
             self._layers = layers
             self._uid_base = self._settings.uid_base if "uid" in layers else None
+            self._arms = hello.get("arms") is True
+            if self._arms:
+                for slot in range(2 * self._settings.concurrency):
+                    self._next_dir(slot)
             log.info("sandbox.started", kind="zygote", layers=list(layers),
                      level=self._settings.level, unmet=gaps, notes=self._notes,
                      preimport_failures=hello.get("preimport_failures"))
@@ -208,8 +252,9 @@ class ZygoteSandbox:
             "cgroup_fs": list(self._fake_cgroupfs) if self._fake_cgroupfs else None,
         }
         try:
+            config["sys_path"] = await _module_path(self._python)
             self._proc = await asyncio.create_subprocess_exec(
-                self._python, "-I", "-c", _LAUNCHER, json.dumps(config),
+                self._python, "-I", "-S", "-c", _LAUNCHER, json.dumps(config),
                 str(theirs.fileno()), _SANDBOX_DIR,
                 env={},  # the zygote and every job start with nothing of the worker's
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -266,7 +311,7 @@ class ZygoteSandbox:
                     fut.set_result((int(message["status"]),
                                     None if error is None else str(error),
                                     message.get("done") is True))
-                    self._note_trace(message)
+                self._note_trace(message)  # after a "done" byte too: the child's times
             elif op == "reaped":
                 reaped = self._reaped.pop(message["id"], None)
                 if reaped is not None and not reaped.done():
@@ -276,7 +321,9 @@ class ZygoteSandbox:
     def _note_trace(self, message: protocol.Message) -> None:
         trace = self._trace_of.get(message["id"])
         if trace is not None:
-            trace.update((k, int(v)) for k, v in message.items() if k.startswith("t_"))
+            for key, value in message.items():
+                if key.startswith("t_"):
+                    trace.setdefault(key, int(value))
 
     def _zygote_lost(self, why: str) -> None:
         """Forget a dead zygote; the next run() starts a new one."""
@@ -301,6 +348,23 @@ class ZygoteSandbox:
             if not reaped.done():
                 reaped.set_result(None)
         self._reaped.clear()
+
+    def next_job_dirs(self) -> set[Path]:
+        """The empty directories made ahead for the slots' next jobs (see _next_dir)."""
+        return set(self._next_dirs.values())
+
+    def _next_dir(self, slot: int) -> None:
+        """Make (or, after a zygote restart, announce again) the slot's next job directory:
+        the zygote arms the slot's child with it. Best effort: without one, the job's
+        directory is made when it comes and its child confines itself then."""
+        job_dir = self._next_dirs.get(slot)
+        try:
+            if job_dir is None:
+                owner = None if self._uid_base is None else self._uid_base + slot
+                job_dir = self._next_dirs[slot] = new_job_dir(self._root, owner)
+            self._send({"op": "next_dir", "slot": slot, "dir": str(job_dir)})
+        except (OSError, SandboxUnavailable) as exc:
+            log.warning("sandbox.next_dir_failed", slot=slot, error=str(exc))
 
     def _send(self, message: protocol.Message, fds: tuple[int, ...] = ()) -> None:
         if self._ctrl is None:
@@ -336,7 +400,11 @@ class ZygoteSandbox:
             key = uuid.uuid4().hex
             job_dir: Path | None = None
             try:
-                job_dir = make_job_dir(self._root, job, owner)
+                job_dir = self._next_dirs.pop(slot, None)
+                if job_dir is not None:
+                    fill_job_dir(job_dir, job)
+                else:
+                    job_dir = make_job_dir(self._root, job, owner)
                 if trace is not None:
                     trace["t_dir"] = time.monotonic_ns()
                     self._trace_of[key] = trace
@@ -365,6 +433,8 @@ class ZygoteSandbox:
                 if trace is not None:
                     trace["t_removed"] = time.monotonic_ns()
                     self.traces.append(trace)
+                if self._arms and self.ready():
+                    self._next_dir(slot)
             finally:
                 self._reaped.pop(key, None)
                 self._trace_of.pop(key, None)
@@ -403,6 +473,36 @@ class ZygoteSandbox:
                     PipeReader(loop, err_r, err, check_flood)]
         fut: asyncio.Future[tuple[int, str | None, bool]] = loop.create_future()
         self._waiting[key] = fut
+        done_r, done_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+        def on_done() -> None:
+            """The job's code returned: one byte, its exit code, written by the child after
+            the job's code and its output's flush. The job can reach the pipe too: a byte
+            read here can only end the job early with an exit code of its choosing, which
+            it could have done by exiting. Anything else (EOF, more bytes): wait for the
+            zygote's report of the job's end."""
+            try:
+                data = os.read(done_r, 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            loop.remove_reader(done_r)
+            if len(data) != 1 or fut.done():
+                return
+            if trace is not None:
+                trace["t_exited"] = time.monotonic_ns()
+            fut.set_result((data[0] << 8, None, True))
+            # Nothing of the job may outlive its result: killed right after the result is
+            # taken (a send now would hand the CPU to the zygote before the result).
+            loop.call_soon(kill)
+
+        def kill() -> None:
+            with contextlib.suppress(SandboxUnavailable):
+                self._send({"op": "kill", "id": key})
+
+        trace = self._trace_of.get(key)
+        loop.add_reader(done_r, on_done)
         self._reaped[key] = loop.create_future()
         limits = {
             "memory": job.memory_mb * 1024 * 1024,
@@ -415,13 +515,16 @@ class ZygoteSandbox:
         start = time.monotonic()
         try:
             self._send({"op": "run", "id": key, "dir": str(job_dir), "slot": slot,
-                        "limits": limits}, (out_w, err_w))
+                        "limits": limits}, (out_w, err_w, done_w))
         except SandboxUnavailable:
             self._reaped.pop(key, None)  # never reached the zygote: nothing to wait for
+            loop.remove_reader(done_r)
+            os.close(done_r)
             raise
         finally:
             os.close(out_w)
             os.close(err_w)
+            os.close(done_w)
         # Plain timers rather than wait_for: this path runs hundreds of times a second.
         timers: list[asyncio.TimerHandle] = []
 
@@ -440,6 +543,8 @@ class ZygoteSandbox:
         finally:
             for timer in timers:
                 timer.cancel()
+            loop.remove_reader(done_r)
+            os.close(done_r)
         timed_out = len(timers) > 1
         duration_ms = (time.monotonic() - start) * 1000
         trace = self._trace_of.get(key)

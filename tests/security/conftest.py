@@ -42,6 +42,14 @@ class Harness:
     work_dir: Path
     secret_file: Path
 
+    def left_behind(self) -> list[Path]:
+        """What the finished jobs left in the job root: nothing, but for the slots' next
+        job directories made ahead (ZygoteSandbox.next_job_dirs), which must be empty."""
+        spare = self.sandbox.next_job_dirs()
+        for path in spare:
+            assert list(path.iterdir()) == [], f"a next job directory is not empty: {path}"
+        return [path for path in self.work_dir.iterdir() if path not in spare]
+
     async def run(self, code: str, **job: Any) -> SandboxOutcome:
         job.setdefault("timeout_s", 5.0)
         job.setdefault("memory_mb", 256)

@@ -276,7 +276,7 @@ async def test_inputs_and_artifacts_round_trip(harness: Harness) -> None:
     assert artifact.name == "result.json"
     assert base64.b64decode(artifact.content_b64 or "") == b'{"sum": 6}'
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []  # job directories are removed
+    assert harness.left_behind() == []  # job directories are removed
 
 
 async def test_a_job_that_locks_its_own_directory_is_still_cleaned_up(harness: Harness) -> None:
@@ -293,7 +293,7 @@ async def test_a_job_that_locks_its_own_directory_is_still_cleaned_up(harness: H
     outcome = await harness.run(code)
     assert outcome.status == "succeeded", outcome
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
 
 
 async def test_job_environment_is_empty_of_the_workers(harness: Harness) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from executor_worker.sandbox import SandboxJob, ZygoteSandbox, build_sandbox
+from executor_worker.sandbox import SandboxJob, SandboxUnavailable, ZygoteSandbox, build_sandbox
 from executor_worker.sandbox.zygote_child import SETUP_FAILED_MARKER
 from tests.security.conftest import SET_COMM, Harness, processes_named, settings_for
 
@@ -50,14 +50,14 @@ async def test_non_utf8_names_are_escaped_not_fatal(harness: Harness) -> None:
         artifact.name.encode("utf-8")  # no lone surrogates
     assert any("\\xe9" in n or "%E9" in n.upper() for n in names), names
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
 
 
 async def test_deep_trees_cost_neither_the_result_nor_the_directory(harness: Harness) -> None:
     outcome = await harness.run(DEEP, inputs={"depth": 2500}, timeout_s=20)
     assert outcome.status == "succeeded", outcome
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
     assert (await harness.run("print('ok')")).stdout == "ok\n"
 
 
@@ -75,7 +75,7 @@ async def test_huge_counts_are_bounded(harness: Harness) -> None:
     assert len(outcome.artifacts) <= 64
     assert time.monotonic() - start < 25
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
 
 
 async def test_a_job_that_locks_and_links_its_tree_is_still_removed(harness: Harness) -> None:
@@ -95,7 +95,7 @@ async def test_a_job_that_locks_and_links_its_tree_is_still_removed(harness: Har
     outcome = await harness.run(code)
     assert outcome.status == "succeeded", outcome
     await harness.sandbox.settle()  # teardown runs after the result
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
     assert _exists("/etc/passwd")  # nothing followed a link out
 
 
@@ -189,7 +189,7 @@ async def test_a_job_that_removes_its_own_directory_is_still_killed(
             break
         await asyncio.sleep(0.02)
     assert processes_named("rmdirkid-sec") == [] and processes_named("rmdirjob-sec") == []
-    assert list(harness.work_dir.iterdir()) == []
+    assert harness.left_behind() == []
     after = await harness.run("print('ok')")
     assert after.stdout == "ok\n"
 
@@ -210,5 +210,39 @@ async def test_a_job_that_really_removes_its_own_directory_is_still_killed(
         outcome = await box.run(REMOVE_OWN_DIR, timeout_s=1.5, inputs={"hang": hang})
         assert "ALLOWED" in outcome.stdout, outcome  # the directory really went
         await test_a_job_that_removes_its_own_directory_is_still_killed(box, hang)
+    finally:
+        await sandbox.close()
+
+
+async def test_children_armed_ahead_run_only_the_job_they_were_armed_for(work_dir: Path) -> None:
+    """Where the host allows (root, no job cgroups), a slot's child is confined to the
+    slot's next job directory before any job exists (its trace says when). A child armed
+    for one directory refuses a job sent with another: a setup failure, and no code runs."""
+    sandbox = build_sandbox(settings_for(work_dir, concurrency=1, trace=True))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()
+    try:
+        if not sandbox.next_job_dirs():
+            pytest.skip("children are not armed ahead here (unprivileged host or job cgroups)")
+        # Armed before the job was sent (given the time: right after the start the job may
+        # come first, and then waits in the channel until the child is armed).
+        armed_ahead = []
+        for attempt in range(20):
+            await asyncio.sleep(0.05 * attempt)
+            ran = await sandbox.run(SandboxJob(job_id="armed", code="print('ok')", timeout_s=5))
+            assert ran.stdout == "ok\n", ran
+            await sandbox.settle()
+            trace = sandbox.traces[-1]
+            assert trace["t_armed"] < trace["t_confined"], trace
+            if trace["t_armed"] < trace["t_run"]:
+                armed_ahead.append(trace)
+                break
+        assert armed_ahead, list(sandbox.traces)
+        # The supervisor forgets the directories it announced, so the next jobs come with
+        # fresh ones while the children wait, armed for the old ones.
+        sandbox._next_dirs.clear()  # the test plays a confused supervisor
+        for _ in range(2):  # both slots
+            with pytest.raises(SandboxUnavailable, match="not the one this process was armed"):
+                await sandbox.run(SandboxJob(job_id="other", code="print('ran')", timeout_s=5))
     finally:
         await sandbox.close()
