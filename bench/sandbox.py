@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -124,6 +125,50 @@ async def throughput(run: Callable[[], Awaitable[object]], jobs: int, width: int
     return jobs / (time.perf_counter() - start)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int, children: bool = True) -> float:
+    """utime + stime of ``pid`` (and of its children it has reaped), in seconds."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    used = fields[11:15] if children else fields[11:13]
+    return sum(int(v) for v in used) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_snapshot(zygote: int | None) -> dict[str, float]:
+    """CPU seconds so far: this process (the supervisor), the zygote itself, and its
+    children with what they reaped (on root hosts the slots' inits and their job processes;
+    elsewhere the job processes the zygote reaped)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    snap = {"supervisor": me.ru_utime + me.ru_stime}
+    if zygote is not None:
+        snap["zygote"] = _cpu_s(zygote, children=False)
+        snap["jobs"] = _cpu_s(zygote) - snap["zygote"]
+        for child in _children(zygote):
+            try:
+                snap["jobs"] += _cpu_s(child)
+            except OSError:
+                continue
+    return snap
+
+
+def show_cpu(before: dict[str, float], after: dict[str, float], jobs: int) -> None:
+    parts = [f"{name} {(after[name] - before[name]) / jobs * 1e6:.0f}" for name in after
+             if name in before]
+    total = sum(after[name] - before[name] for name in after if name in before) / jobs * 1e6
+    print(f"  CPU per job (us): {', '.join(parts)}; total {total:.0f} "
+          f"(2 cores: at most {2e6 / total:.0f} jobs/s)")
+
+
 def bare_throughput(python: str, jobs: int, width: int) -> float:
     start = time.perf_counter()
     running: list[subprocess.Popen[bytes]] = []
@@ -184,10 +229,16 @@ async def main() -> None:
         show_trace(list(sandbox.traces))
 
     print(f"\nthroughput, {args.jobs} trivial jobs, {args.concurrency} at a time")
+    zygote = sandbox.zygote_pid if isinstance(sandbox, ZygoteSandbox) else None
+    before = cpu_snapshot(zygote)
     rate = await throughput(trivial, args.jobs, args.concurrency)
+    if isinstance(sandbox, ZygoteSandbox):
+        await sandbox.settle()
+    after = cpu_snapshot(zygote)
     bare_rate = bare_throughput(python, args.jobs, args.concurrency)
     print(f"  sandbox: {rate:7.1f} jobs/s  (issue 9: >= 150, issue 13: >= 500)")
     print(f"  bare:    {bare_rate:7.1f} processes/s   ratio sandbox/bare: {rate / bare_rate:.2f}")
+    show_cpu(before, after, args.jobs)
 
     await sandbox.close()
     if has_numpy:
