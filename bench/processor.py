@@ -135,7 +135,7 @@ async def processor(bus: ClaimCheckBus, store: WatchedStore, metrics: Metrics, n
     writes = store.checkpoint_writes - writes0
     await proc.stop(5)
     await task
-    ok = metrics.pipeline.events.labels("bench", HUB, "ok")._value.get()  # type: ignore[attr-defined]
+    ok = metrics.pipeline.events.labels("bench", HUB, "ok")._value.get()
     assert ok >= n, f"only {ok} of {n} events counted ok"
     return Figures(n / wall, cpu / n * 1e6, writes)
 

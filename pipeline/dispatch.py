@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from pipeline.bus.ports import OutgoingEvent, PartitionContext, Publisher, ReceivedEvent
 from pipeline.errors import PermanentError, TransientError
@@ -71,25 +72,40 @@ class EventDispatcher:
                      wait_for: WaitForRequest = _no_wait) -> Delivery | None:
         """Handle one event to the end. None when finished (outputs or dead letter
         published); else the delivery the bus refused, for the caller to keep."""
-        with structlog.contextvars.bound_contextvars(
-            worker=self.name, hub=self.hub, partition=ctx.partition_id, offset=event.offset,
-            sequence_number=event.sequence_number,
-        ), tracing_hooks.processing(self.name, self.hub, self.consumer_group, event) as span:
-            known: dict[str, str] = {}  # what was learnt before a crash, for the record
-            try:
-                return await self._finish(ctx, event, wait_for, known, span)
-            except Exception as exc:  # escaped decode/handle/encode/publish: keep the evidence
-                log.exception("event.crashed")
-                return await self._dead_letter(
-                    ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
-                    type(exc).__name__, 0, known.get("request_id"), cause="crash")
+        # Bound and reset by token: bound_contextvars() copies the whole context to save
+        # what it overrides, which costs more than a no-op event's handling.
+        tokens = bind_contextvars(worker=self.name, hub=self.hub, partition=ctx.partition_id,
+                                  offset=event.offset, sequence_number=event.sequence_number)
+        try:
+            if not tracing_hooks.live(event):  # no spans to make: skip the hooks
+                return await self._finish_logged(ctx, event, wait_for, tracing_hooks.NO_SPAN, False)
+            with tracing_hooks.processing(self.name, self.hub, self.consumer_group,
+                                          event) as span:
+                return await self._finish_logged(ctx, event, wait_for, span, True)
+        finally:
+            reset_contextvars(**tokens)
+
+    async def _finish_logged(self, ctx: PartitionContext, event: ReceivedEvent,
+                             wait_for: WaitForRequest, span: Any,
+                             traced: bool) -> Delivery | None:
+        known: dict[str, str] = {}  # what was learnt before a crash, for the record
+        try:
+            return await self._finish(ctx, event, wait_for, known, span, traced)
+        except Exception as exc:  # escaped decode/handle/encode/publish: keep the evidence
+            log.exception("event.crashed")
+            return await self._dead_letter(
+                ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
+                type(exc).__name__, 0, known.get("request_id"), cause="crash")
 
     async def _finish(self, ctx: PartitionContext, event: ReceivedEvent,
                       wait_for: WaitForRequest, known: dict[str, str],
-                      span: Any) -> Delivery | None:
+                      span: Any, traced: bool) -> Delivery | None:
         fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
         try:
-            with tracing_hooks.decoding():
+            if traced:
+                with tracing_hooks.decoding():
+                    decoded = decode_event(event.body, fallback_request_id=fallback_id)
+            else:
                 decoded = decode_event(event.body, fallback_request_id=fallback_id)
         except DecodeError as exc:
             return await self._dead_letter(ctx, event, f"malformed event: {exc}",
@@ -98,8 +114,10 @@ class EventDispatcher:
         if request_id:
             known["request_id"] = request_id
         attempt = getattr(decoded, "attempt", 1)
-        tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
-        with structlog.contextvars.bound_contextvars(request_id=request_id, attempt=attempt):
+        if traced:
+            tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
+        tokens = bind_contextvars(request_id=request_id, attempt=attempt)
+        try:
             if decoded.kind not in self._accepts:
                 reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
                           f"(accepts {', '.join(sorted(self._accepts))})")
@@ -108,6 +126,8 @@ class EventDispatcher:
             if request_id:
                 await wait_for(request_id)  # an earlier output of this request goes first
             return await self._handle_decoded(ctx, event, decoded)
+        finally:
+            reset_contextvars(**tokens)
 
     async def _handle_decoded(self, ctx: PartitionContext, event: ReceivedEvent,
                               decoded: Event) -> Delivery | None:
