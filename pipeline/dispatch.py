@@ -167,6 +167,9 @@ class EventDispatcher:
                                            cause="crash")
         finally:
             self._m_latency.observe(time.monotonic() - started)
+        if not outputs and isinstance(outputs, (list, tuple)):  # nothing to publish
+            self._m_ok.inc()
+            return None
         try:
             delivery = self._encode(outputs, decoded.request_id)
         except Exception as exc:

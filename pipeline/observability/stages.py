@@ -43,7 +43,7 @@ def live(event: ReceivedEvent) -> bool:
         return True
     if trace.get_current_span().get_span_context().is_valid:
         return True
-    return any(k.lower() in _CONTEXT_KEYS for k in event.properties)
+    return not _CONTEXT_KEYS.isdisjoint(map(str.lower, event.properties))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pipeline.bus.memory import MemoryBus
 from pipeline.bus.ports import ReceivedEvent
 from pipeline.dispatch import EventDispatcher
 from pipeline.handling import Emit, EventContext
-from pipeline.observability import stages
+from pipeline.observability import stages, tracing
 from pipeline.observability.metrics import PipelineMetrics
 from pipeline.retries import RetryPolicy
 from schemas import Event, ExecutionRequest, ExecutionResult
@@ -28,6 +28,7 @@ TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 def no_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if no SDK provider were installed (a test session may have installed one)."""
     monkeypatch.setattr(trace, "get_tracer_provider", ProxyTracerProvider)
+    monkeypatch.setattr(tracing, "_TRACER", trace.NoOpTracer())
 
 
 def received(props: dict[str, str], seq: int = 0) -> ReceivedEvent:
