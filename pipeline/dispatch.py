@@ -41,6 +41,20 @@ async def _no_wait(_: str) -> None:
     return None
 
 
+_HAS_ATTEMPT: dict[type, bool] = {}
+
+
+def _attempt(decoded: Event) -> int:
+    """The event's repair attempt (1 for kinds without one). Looked up by type: a
+    pydantic model raises, and formats, an AttributeError for a missing field, which costs
+    more than the rest of a no-op event's bookkeeping."""
+    kind = type(decoded)
+    has = _HAS_ATTEMPT.get(kind)
+    if has is None:
+        has = _HAS_ATTEMPT[kind] = "attempt" in kind.model_fields
+    return int(getattr(decoded, "attempt")) if has else 1  # noqa: B009
+
+
 def _evidence(exc: BaseException) -> str:
     where = "".join(traceback.format_exception(exc, limit=-3))
     return where.encode("utf-8", "backslashreplace").decode()
@@ -72,34 +86,18 @@ class EventDispatcher:
                      wait_for: WaitForRequest = _no_wait) -> Delivery | None:
         """Handle one event to the end. None when finished (outputs or dead letter
         published); else the delivery the bus refused, for the caller to keep."""
-        # Bound and reset by token: bound_contextvars() copies the whole context to save
-        # what it overrides, which costs more than a no-op event's handling.
-        tokens = bind_contextvars(worker=self.name, hub=self.hub, partition=ctx.partition_id,
-                                  offset=event.offset, sequence_number=event.sequence_number)
-        try:
-            if not tracing_hooks.live(event):  # no spans to make: skip the hooks
-                return await self._finish_logged(ctx, event, wait_for, tracing_hooks.NO_SPAN, False)
-            with tracing_hooks.processing(self.name, self.hub, self.consumer_group,
-                                          event) as span:
-                return await self._finish_logged(ctx, event, wait_for, span, True)
-        finally:
-            reset_contextvars(**tokens)
-
-    async def _finish_logged(self, ctx: PartitionContext, event: ReceivedEvent,
-                             wait_for: WaitForRequest, span: Any,
-                             traced: bool) -> Delivery | None:
-        known: dict[str, str] = {}  # what was learnt before a crash, for the record
-        try:
-            return await self._finish(ctx, event, wait_for, known, span, traced)
-        except Exception as exc:  # escaped decode/handle/encode/publish: keep the evidence
-            log.exception("event.crashed")
-            return await self._dead_letter(
-                ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
-                type(exc).__name__, 0, known.get("request_id"), cause="crash")
+        if not tracing_hooks.live(event):  # no spans to make: skip the hooks
+            return await self._finish(ctx, event, wait_for, tracing_hooks.NO_SPAN, False)
+        with tracing_hooks.processing(self.name, self.hub, self.consumer_group,
+                                      event) as span:
+            return await self._finish(ctx, event, wait_for, span, True)
 
     async def _finish(self, ctx: PartitionContext, event: ReceivedEvent,
-                      wait_for: WaitForRequest, known: dict[str, str],
-                      span: Any, traced: bool) -> Delivery | None:
+                      wait_for: WaitForRequest, span: Any, traced: bool) -> Delivery | None:
+        # The log context is bound once the event is decoded, in one call (and reset by
+        # token: bound_contextvars() copies the whole context to save what it overrides,
+        # which costs more than a no-op event's handling); only a failed decode binds the
+        # event's place without the request.
         fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
         try:
             if traced:
@@ -107,16 +105,24 @@ class EventDispatcher:
                     decoded = decode_event(event.body, fallback_request_id=fallback_id)
             else:
                 decoded = decode_event(event.body, fallback_request_id=fallback_id)
-        except DecodeError as exc:
-            return await self._dead_letter(ctx, event, f"malformed event: {exc}",
-                                           "DecodeError", 0, None, cause="malformed")
-        request_id = decoded.request_id
-        if request_id:
-            known["request_id"] = request_id
-        attempt = getattr(decoded, "attempt", 1)
-        if traced:
-            tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
-        tokens = bind_contextvars(request_id=request_id, attempt=attempt)
+            request_id = decoded.request_id
+            attempt = _attempt(decoded)
+            if traced:
+                tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
+        except Exception as exc:
+            tokens = bind_contextvars(worker=self.name, hub=self.hub,
+                                      partition=ctx.partition_id, offset=event.offset,
+                                      sequence_number=event.sequence_number)
+            try:
+                if isinstance(exc, DecodeError):
+                    return await self._dead_letter(ctx, event, f"malformed event: {exc}",
+                                                   "DecodeError", 0, None, cause="malformed")
+                return await self._crashed(ctx, event, exc, None)
+            finally:
+                reset_contextvars(**tokens)
+        tokens = bind_contextvars(worker=self.name, hub=self.hub, partition=ctx.partition_id,
+                                  offset=event.offset, sequence_number=event.sequence_number,
+                                  request_id=request_id, attempt=attempt)
         try:
             if decoded.kind not in self._accepts:
                 reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
@@ -126,8 +132,17 @@ class EventDispatcher:
             if request_id:
                 await wait_for(request_id)  # an earlier output of this request goes first
             return await self._handle_decoded(ctx, event, decoded)
+        except Exception as exc:  # escaped handle/encode/publish: keep the evidence
+            return await self._crashed(ctx, event, exc, request_id or None)
         finally:
             reset_contextvars(**tokens)
+
+    async def _crashed(self, ctx: PartitionContext, event: ReceivedEvent, exc: Exception,
+                       request_id: str | None) -> Delivery | None:
+        log.exception("event.crashed", exc_info=exc)
+        return await self._dead_letter(
+            ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
+            type(exc).__name__, 0, request_id, cause="crash")
 
     async def _handle_decoded(self, ctx: PartitionContext, event: ReceivedEvent,
                               decoded: Event) -> Delivery | None:

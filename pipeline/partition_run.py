@@ -159,7 +159,9 @@ class PartitionRun:
     async def _work(self) -> None:
         ready, budget, in_flight = self._ready, self._budget, self._in_flight
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:  # also ends a worker whose cancellation was swallowed
+            # (asyncio.wait_for in 3.11 does, when the awaited call is done as it is
+            # cancelled: the checkpoint write)
             if not ready:
                 waiter = loop.create_future()
                 self._idle.append(waiter)

@@ -212,3 +212,15 @@ async def test_lost_ownership_abandons_at_once_without_a_checkpoint() -> None:
     await until(lambda: finish.started == [0, 1], "1 running")
     await asyncio.wait_for(run.close(None), 1)
     assert finish.done == [0] and ctx.checkpoints == []
+
+
+async def test_close_ends_a_worker_whose_checkpoint_write_finished_as_it_was_cancelled() -> None:
+    # The last batch's write is in flight when shutdown cancels the workers; 3.11's
+    # asyncio.wait_for returns the finished write instead of raising the cancellation, and
+    # a worker that kept looping would hang the close.
+    finish, ctx = Finish(), Ctx()
+    run = make_run(finish, ctx, max_concurrency=16, checkpoint_every=100)
+    for start in range(0, 300, 100):
+        await run.submit(events(100, start=start))
+    await asyncio.wait_for(run.close(5), 2)
+    assert ctx.checkpoints[-1] == 299
