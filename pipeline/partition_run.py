@@ -159,38 +159,52 @@ class PartitionRun:
     async def _work(self) -> None:
         ready, budget, in_flight = self._ready, self._budget, self._in_flight
         loop = asyncio.get_running_loop()
-        while not self._closed:  # also ends a worker whose cancellation was swallowed
-            # (asyncio.wait_for in 3.11 does, when the awaited call is done as it is
-            # cancelled: the checkpoint write)
-            if not ready:
-                waiter = loop.create_future()
-                self._idle.append(waiter)
-                await waiter
-                continue
-            if budget.used >= budget.max_bytes:  # intake paused: start nothing new
-                await budget.room()
-                continue
-            event = ready.popleft()
-            self._queued -= 1
-            self._running += 1
-            kept: Delivery | None = None
-            in_flight.inc()
-            try:
-                kept = await self._finish(self._ctx, event, self._outbox.wait_for)
-                if kept is not None:
-                    self._outbox.keep(event, kept)  # finished once its outputs leave
-                else:
-                    self._window.finish(event, True)
-            except Exception:  # a bug in the bookkeeping: the event stays unfinished
-                log.exception("partition.event_lost", partition=self._ctx.partition_id,
-                              sequence_number=event.sequence_number)
-            finally:
+        # The in-flight gauge counts this worker from the event it takes until it waits
+        # for anything but a handler: going from event to event it stays counted (nothing
+        # can look in between), instead of two locked updates per event.
+        busy = False
+        try:
+            while not self._closed:  # also ends a worker whose cancellation was swallowed
+                # (asyncio.wait_for in 3.11 does, when the awaited call is done as it is
+                # cancelled: the checkpoint write)
+                if not ready or budget.used >= budget.max_bytes:
+                    if busy:
+                        in_flight.dec()
+                        busy = False
+                    if ready:  # intake paused: start nothing new
+                        await budget.room()
+                        continue
+                    waiter = loop.create_future()
+                    self._idle.append(waiter)
+                    await waiter
+                    continue
+                event = ready.popleft()
+                self._queued -= 1
+                self._running += 1
+                if not busy:
+                    in_flight.inc()
+                    busy = True
+                kept: Delivery | None = None
+                try:
+                    kept = await self._finish(self._ctx, event, self._outbox.wait_for)
+                    if kept is not None:
+                        self._outbox.keep(event, kept)  # finished once its outputs leave
+                    else:
+                        self._window.finish(event, True)
+                except Exception:  # a bug in the bookkeeping: the event stays unfinished
+                    log.exception("partition.event_lost", partition=self._ctx.partition_id,
+                                  sequence_number=event.sequence_number)
+                finally:
+                    self._running -= 1
+                    self._release(event)
+                if kept is None and self._window.pending_checkpoint >= self._every:
+                    in_flight.dec()
+                    busy = False
+                    self._wake()  # what is ready need not wait for the write
+                    await self._checkpoint_due()
+        finally:
+            if busy:
                 in_flight.dec()
-                self._running -= 1
-                self._release(event)
-            if kept is None and self._window.pending_checkpoint >= self._every:
-                self._wake()  # what is ready need not wait for the write
-                await self._checkpoint_due()
 
     def _release(self, event: ReceivedEvent) -> None:
         """``event`` is no longer being handled: the next of its key may start; wake

@@ -39,11 +39,9 @@ def live(event: ReceivedEvent) -> bool:
     and what the event publishes carries no context, so the stage hooks may be skipped
     (they cost more than a no-op event's whole handling). Checked per event: a provider
     may be installed at any time."""
-    if not isinstance(trace.get_tracer_provider(), _INERT_PROVIDERS):
-        return True
-    if trace.get_current_span().get_span_context().is_valid:
-        return True
-    return not _CONTEXT_KEYS.isdisjoint(map(str.lower, event.properties))
+    return (not isinstance(trace.get_tracer_provider(), _INERT_PROVIDERS)
+            or not _CONTEXT_KEYS.isdisjoint(map(str.lower, event.properties))
+            or trace.get_current_span().get_span_context().is_valid)
 
 
 @contextmanager

@@ -159,10 +159,12 @@ async def test_submit_returns_once_at_most_max_concurrency_are_waiting_or_runnin
     finish = Finish()
     for i in range(10):
         finish.gates[i] = asyncio.Event()
-    run = make_run(finish, max_concurrency=4)
+    metrics = PipelineMetrics()
+    run = make_run(finish, metrics=metrics, max_concurrency=4)
     submitting = asyncio.create_task(run.submit(events(10)))
     await until(lambda: len(finish.started) == 4, "four running")
     assert finish.most == 4
+    assert metrics.registry.get_sample_value("llmexec_events_in_flight", {"worker": "t"}) == 4
     for i in range(5):
         finish.gates[i].set()
     await asyncio.sleep(0.05)
@@ -172,6 +174,8 @@ async def test_submit_returns_once_at_most_max_concurrency_are_waiting_or_runnin
     for gate in finish.gates.values():
         gate.set()
     await until(lambda: len(finish.done) == 10, "all done")
+    await asyncio.sleep(0.01)
+    assert metrics.registry.get_sample_value("llmexec_events_in_flight", {"worker": "t"}) == 0
     await run.close(1)
 
 
