@@ -99,6 +99,7 @@ class EventDispatcher:
         # which costs more than a no-op event's handling); only a failed decode binds the
         # event's place without the request.
         fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
+        request_id: str | None = None  # what was learnt before a crash, for the record
         try:
             if traced:
                 with tracing_hooks.decoding():
@@ -117,7 +118,7 @@ class EventDispatcher:
                 if isinstance(exc, DecodeError):
                     return await self._dead_letter(ctx, event, f"malformed event: {exc}",
                                                    "DecodeError", 0, None, cause="malformed")
-                return await self._crashed(ctx, event, exc, None)
+                return await self._crashed(ctx, event, exc, request_id or None)
             finally:
                 reset_contextvars(**tokens)
         tokens = bind_contextvars(worker=self.name, hub=self.hub, partition=ctx.partition_id,
