@@ -73,6 +73,7 @@ class EventDispatcher:
         self._deadletter_hub = deadletter_hub
         self._publisher = publisher
         self._retry = retry
+        self._last_try = retry.tries
         # Kept outputs: until they go, backoff capped like the in-process retries.
         self._republish = republish or RetryPolicy(None, 0.5, 30.0)
         self._metrics = metrics
@@ -148,24 +149,19 @@ class EventDispatcher:
     async def _handle_decoded(self, ctx: PartitionContext, event: ReceivedEvent,
                               decoded: Event) -> Delivery | None:
         tries = 0
-        last_try = self._retry.tries
+        last_try = self._last_try
 
         async def run_handler(try_number: int) -> Sequence[Emit]:
             nonlocal tries
             tries = try_number
             ectx = EventContext(self.hub, self.consumer_group, ctx.partition_id, event.offset,
                                 event.sequence_number, event.enqueued_time, try_number,
-                                final_try=try_number >= last_try)
+                                try_number >= last_try)
             return await self._handler(decoded, ectx)
-
-        def on_retry(tries: int, exc: BaseException) -> None:
-            self._m_retries.inc()
-            tracing_hooks.retrying(tries, exc)
-            log.warning("handler.retry", tries=tries, error=str(exc))
 
         started = time.monotonic()
         try:
-            outputs = await self._retry.call(run_handler, on_retry)
+            outputs = await self._retry.call(run_handler, self._on_retry)
         except TransientError as exc:
             return await self._dead_letter(
                 ctx, event,
@@ -202,6 +198,11 @@ class EventDispatcher:
         if kept is None:
             self._m_ok.inc()
         return kept
+
+    def _on_retry(self, tries: int, exc: BaseException) -> None:
+        self._m_retries.inc()
+        tracing_hooks.retrying(tries, exc)
+        log.warning("handler.retry", tries=tries, error=str(exc))
 
     def _encode(self, outputs: Sequence[Emit], request_id: str | None) -> Delivery:
         by_hub: dict[str, list[Emit]] = {}
