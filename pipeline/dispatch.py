@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from pipeline.bus.ports import OutgoingEvent, PartitionContext, Publisher, ReceivedEvent
 from pipeline.errors import PermanentError, TransientError
@@ -40,6 +41,20 @@ async def _no_wait(_: str) -> None:
     return None
 
 
+_HAS_ATTEMPT: dict[type, bool] = {}
+
+
+def _attempt(decoded: Event) -> int:
+    """The event's repair attempt (1 for kinds without one). Looked up by type: a
+    pydantic model raises, and formats, an AttributeError for a missing field, which costs
+    more than the rest of a no-op event's bookkeeping."""
+    kind = type(decoded)
+    has = _HAS_ATTEMPT.get(kind)
+    if has is None:
+        has = _HAS_ATTEMPT[kind] = "attempt" in kind.model_fields
+    return int(getattr(decoded, "attempt")) if has else 1  # noqa: B009
+
+
 def _evidence(exc: BaseException) -> str:
     where = "".join(traceback.format_exception(exc, limit=-3))
     return where.encode("utf-8", "backslashreplace").decode()
@@ -58,6 +73,7 @@ class EventDispatcher:
         self._deadletter_hub = deadletter_hub
         self._publisher = publisher
         self._retry = retry
+        self._last_try = retry.tries
         # Kept outputs: until they go, backoff capped like the in-process retries.
         self._republish = republish or RetryPolicy(None, 0.5, 30.0)
         self._metrics = metrics
@@ -71,35 +87,45 @@ class EventDispatcher:
                      wait_for: WaitForRequest = _no_wait) -> Delivery | None:
         """Handle one event to the end. None when finished (outputs or dead letter
         published); else the delivery the bus refused, for the caller to keep."""
-        with structlog.contextvars.bound_contextvars(
-            worker=self.name, hub=self.hub, partition=ctx.partition_id, offset=event.offset,
-            sequence_number=event.sequence_number,
-        ), tracing_hooks.processing(self.name, self.hub, self.consumer_group, event) as span:
-            known: dict[str, str] = {}  # what was learnt before a crash, for the record
-            try:
-                return await self._finish(ctx, event, wait_for, known, span)
-            except Exception as exc:  # escaped decode/handle/encode/publish: keep the evidence
-                log.exception("event.crashed")
-                return await self._dead_letter(
-                    ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
-                    type(exc).__name__, 0, known.get("request_id"), cause="crash")
+        if not tracing_hooks.live(event):  # no spans to make: skip the hooks
+            return await self._finish(ctx, event, wait_for, tracing_hooks.NO_SPAN, False)
+        with tracing_hooks.processing(self.name, self.hub, self.consumer_group,
+                                      event) as span:
+            return await self._finish(ctx, event, wait_for, span, True)
 
     async def _finish(self, ctx: PartitionContext, event: ReceivedEvent,
-                      wait_for: WaitForRequest, known: dict[str, str],
-                      span: Any) -> Delivery | None:
+                      wait_for: WaitForRequest, span: Any, traced: bool) -> Delivery | None:
+        # The log context is bound once the event is decoded, in one call (and reset by
+        # token: bound_contextvars() copies the whole context to save what it overrides,
+        # which costs more than a no-op event's handling); only a failed decode binds the
+        # event's place without the request.
         fallback_id = derived_id("request", self.hub, ctx.partition_id, event.sequence_number)
+        request_id: str | None = None  # what was learnt before a crash, for the record
         try:
-            with tracing_hooks.decoding():
+            if traced:
+                with tracing_hooks.decoding():
+                    decoded = decode_event(event.body, fallback_request_id=fallback_id)
+            else:
                 decoded = decode_event(event.body, fallback_request_id=fallback_id)
-        except DecodeError as exc:
-            return await self._dead_letter(ctx, event, f"malformed event: {exc}",
-                                           "DecodeError", 0, None, cause="malformed")
-        request_id = decoded.request_id
-        if request_id:
-            known["request_id"] = request_id
-        attempt = getattr(decoded, "attempt", 1)
-        tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
-        with structlog.contextvars.bound_contextvars(request_id=request_id, attempt=attempt):
+            request_id = decoded.request_id
+            attempt = _attempt(decoded)
+            if traced:
+                tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
+        except Exception as exc:
+            tokens = bind_contextvars(worker=self.name, hub=self.hub,
+                                      partition=ctx.partition_id, offset=event.offset,
+                                      sequence_number=event.sequence_number)
+            try:
+                if isinstance(exc, DecodeError):
+                    return await self._dead_letter(ctx, event, f"malformed event: {exc}",
+                                                   "DecodeError", 0, None, cause="malformed")
+                return await self._crashed(ctx, event, exc, request_id or None)
+            finally:
+                reset_contextvars(**tokens)
+        tokens = bind_contextvars(worker=self.name, hub=self.hub, partition=ctx.partition_id,
+                                  offset=event.offset, sequence_number=event.sequence_number,
+                                  request_id=request_id, attempt=attempt)
+        try:
             if decoded.kind not in self._accepts:
                 reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
                           f"(accepts {', '.join(sorted(self._accepts))})")
@@ -108,28 +134,34 @@ class EventDispatcher:
             if request_id:
                 await wait_for(request_id)  # an earlier output of this request goes first
             return await self._handle_decoded(ctx, event, decoded)
+        except Exception as exc:  # escaped handle/encode/publish: keep the evidence
+            return await self._crashed(ctx, event, exc, request_id or None)
+        finally:
+            reset_contextvars(**tokens)
+
+    async def _crashed(self, ctx: PartitionContext, event: ReceivedEvent, exc: Exception,
+                       request_id: str | None) -> Delivery | None:
+        log.exception("event.crashed", exc_info=exc)
+        return await self._dead_letter(
+            ctx, event, f"processing crashed: {exc!r}\n{_evidence(exc)}",
+            type(exc).__name__, 0, request_id, cause="crash")
 
     async def _handle_decoded(self, ctx: PartitionContext, event: ReceivedEvent,
                               decoded: Event) -> Delivery | None:
         tries = 0
-        last_try = self._retry.tries
+        last_try = self._last_try
 
         async def run_handler(try_number: int) -> Sequence[Emit]:
             nonlocal tries
             tries = try_number
             ectx = EventContext(self.hub, self.consumer_group, ctx.partition_id, event.offset,
                                 event.sequence_number, event.enqueued_time, try_number,
-                                final_try=try_number >= last_try)
+                                try_number >= last_try)
             return await self._handler(decoded, ectx)
-
-        def on_retry(tries: int, exc: BaseException) -> None:
-            self._m_retries.inc()
-            tracing_hooks.retrying(tries, exc)
-            log.warning("handler.retry", tries=tries, error=str(exc))
 
         started = time.monotonic()
         try:
-            outputs = await self._retry.call(run_handler, on_retry)
+            outputs = await self._retry.call(run_handler, self._on_retry)
         except TransientError as exc:
             return await self._dead_letter(
                 ctx, event,
@@ -147,6 +179,9 @@ class EventDispatcher:
                                            cause="crash")
         finally:
             self._m_latency.observe(time.monotonic() - started)
+        if not outputs and isinstance(outputs, (list, tuple)):  # nothing to publish
+            self._m_ok.inc()
+            return None
         try:
             delivery = self._encode(outputs, decoded.request_id)
         except Exception as exc:
@@ -163,6 +198,11 @@ class EventDispatcher:
         if kept is None:
             self._m_ok.inc()
         return kept
+
+    def _on_retry(self, tries: int, exc: BaseException) -> None:
+        self._m_retries.inc()
+        tracing_hooks.retrying(tries, exc)
+        log.warning("handler.retry", tries=tries, error=str(exc))
 
     def _encode(self, outputs: Sequence[Emit], request_id: str | None) -> Delivery:
         by_hub: dict[str, list[Emit]] = {}

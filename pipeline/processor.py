@@ -107,9 +107,7 @@ class Processor:
         log.info("partition.open", worker=self.name, hub=self.hub, partition=ctx.partition_id)
 
     async def on_events(self, ctx: PartitionContext, events: Sequence[ReceivedEvent]) -> None:
-        run = self._partitions[ctx.partition_id]
-        for event in events:
-            await run.submit(event)
+        await self._partitions[ctx.partition_id].submit(events)
 
     async def on_close(self, ctx: PartitionContext, reason: str) -> None:
         run = self._partitions.pop(ctx.partition_id, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from pipeline.bus.ports import ReceivedEvent
 
@@ -29,6 +30,14 @@ class CheckpointWindow:
         self._order.append(event)
         self._arrived.append(time.monotonic())
         self.received_seq = max(self.received_seq, event.sequence_number)
+
+    def add_all(self, events: Sequence[ReceivedEvent]) -> None:
+        """:meth:`add` for events that arrived together."""
+        if not events:
+            return
+        self._order.extend(events)
+        self._arrived.extend([time.monotonic()] * len(events))
+        self.received_seq = max(self.received_seq, events[-1].sequence_number)
 
     def finish(self, event: ReceivedEvent, ok: bool) -> None:
         (self._finished if ok else self._blocked).add(event.sequence_number)

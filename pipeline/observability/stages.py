@@ -15,10 +15,33 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+)
 
 from pipeline.bus.ports import OutgoingEvent, ReceivedEvent
 from pipeline.observability import tracing
+
+#: The span the hooks of an event that is not :func:`live` hand out.
+NO_SPAN: Span = INVALID_SPAN
+_INERT_PROVIDERS = (ProxyTracerProvider, NoOpTracerProvider)
+_CONTEXT_KEYS = frozenset({tracing.TRACEPARENT, tracing.DIAGNOSTIC_ID.lower()})
+
+
+def live(event: ReceivedEvent) -> bool:
+    """Whether ``event``'s spans would record or carry anything. False when no SDK
+    provider is installed (the API's default makes every span a no-op), the event carries
+    no trace context and none is current: the no-op spans would then be the invalid span,
+    and what the event publishes carries no context, so the stage hooks may be skipped
+    (they cost more than a no-op event's whole handling). Checked per event: a provider
+    may be installed at any time."""
+    return (not isinstance(trace.get_tracer_provider(), _INERT_PROVIDERS)
+            or not _CONTEXT_KEYS.isdisjoint(map(str.lower, event.properties))
+            or trace.get_current_span().get_span_context().is_valid)
 
 
 @contextmanager
