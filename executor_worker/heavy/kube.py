@@ -68,6 +68,8 @@ MERGE_PATCH = "application/merge-patch+json"
 STRICT = "Strict"  # fieldValidation: unknown or duplicate fields are an error, not dropped
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 _END = object()
+#: First pause before the watch lists again after a failure; doubles per failure in a row.
+_WATCH_RETRY_S = 0.05
 
 
 class KubernetesJobRunner:
@@ -232,11 +234,13 @@ class KubernetesJobRunner:
                 return False
 
         resync = max(1, int(self._s.heavy_job_resync_s))
+        failures = 0
         while not self._closed.is_set():
             try:
                 listing = _json(self._batch.list_namespaced_job(
                     self._ns, label_selector=SELECTOR, _preload_content=False))
                 self._listed_ok = True
+                failures = 0
                 for job in listing.get("items") or []:
                     if not put(("RESYNC", job)):
                         return
@@ -251,8 +255,12 @@ class KubernetesJobRunner:
                             return
             except Exception as exc:  # any failure: back off, then list again
                 self._listed_ok = False
-                log.warning("heavy.watch_failed", error=str(exc)[:300])
-                self._closed.wait(min(5.0, resync))
+                log.warning("heavy.watch_failed", error=str(exc)[:300], failures=failures + 1)
+                # A dropped connection is listed again at once; a failing API is asked
+                # less and less often, at most every 5 s (a fixed 5 s after any failure
+                # left every completion unseen for that long: seen in CI).
+                self._closed.wait(min(5.0, resync, _WATCH_RETRY_S * 2 ** min(failures, 10)))
+                failures += 1
 
     async def _examine(self, kind: str, job: dict[str, Any]) -> JobCompletion | None:
         name, meta = _name(job), job.get("metadata") or {}
