@@ -110,6 +110,9 @@ class FakeKubeApi:
         self.field_validation: list[str | None] = []
         #: Every refusal sent (code, Status body), newest last.
         self.refused: list[tuple[int, dict[str, Any]]] = []
+        #: The next this many collection lists (not watches) are refused as an overloaded
+        #: API server refuses them: 503 with a ServiceUnavailable Status.
+        self.list_failures = 0
         self.rv = 100
         self.cond = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -461,6 +464,12 @@ class FakeKubeApi:
                 if query.get("watch") in ("true", "1", "True"):
                     return self._watch(res, ns, selector, int(query.get("resourceVersion") or 0),
                                        float(query.get("timeoutSeconds") or 30))
+                with api.cond:
+                    refuse, api.list_failures = api.list_failures > 0, max(0, api.list_failures - 1)
+                if refuse:
+                    return self._send(503, status(503, "ServiceUnavailable",
+                                                  "the server is currently unable to handle "
+                                                  "the request"))
                 self._send(200, api.list(res, ns, selector))
 
             def _watch(self, res: str, ns: str, selector: str, since: int,

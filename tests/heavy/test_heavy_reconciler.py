@@ -204,3 +204,23 @@ async def test_handler_submits_and_emits_nothing_so_the_partition_moves_on(
                             settings=heavy_settings())
     assert await worker.handle(command(), None) == []  # type: ignore[arg-type]
     assert kube.get("jobs", "default", job_name("req-1", 1)) is not None
+
+
+async def test_a_refused_list_is_tried_again_soon_not_after_a_fixed_pause(
+        kube: FakeKubeApi, runners: RunnerFactory) -> None:
+    """The watch's listing is refused three times in a row (503, an overloaded API server):
+    it lists again at once, then less often, so a finished Job is still reported within
+    moments. (A fixed 5 s pause after every failure left it unseen 15 s; CI once timed out
+    on a single dropped connection.)"""
+    submitter = runners(owner="replica-a")
+    name = await submit(submitter, command())
+    kube.finish_job(name, log=encode_record(OK) + "\n")
+    kube.list_failures = 3
+    rep = Reporting(runners(owner="replica-b"))  # its watch starts with a refused list
+    try:
+        [(_, result)] = await rep.wait(1, timeout=3.0)
+        assert isinstance(result, ExecutionResult) and result.status == ResultStatus.SUCCEEDED
+        assert [code for code, _ in kube.refused].count(503) == 3
+        assert kube.list_failures == 0
+    finally:
+        await rep.stop()
