@@ -308,9 +308,10 @@ class ZygoteSandbox:
                 fut = self._waiting.get(message["id"])
                 if fut is not None and not fut.done():
                     error = message.get("setup_error")
+                    # The zygote reports ends other than a "done" byte (the supervisor
+                    # reads that one itself: see _supervise_io).
                     fut.set_result((int(message["status"]),
-                                    None if error is None else str(error),
-                                    message.get("done") is True))
+                                    None if error is None else str(error), False))
                 self._note_trace(message)  # after a "done" byte too: the child's times
             elif op == "reaped":
                 reaped = self._reaped.pop(message["id"], None)

@@ -254,7 +254,7 @@ class Zygote:
 
     def _refuse(self, job_id: str, why: str) -> None:
         protocol.send(self._ctrl, {"op": "exited", "id": job_id, "status": 0,
-                                   "setup_error": why, "done": False})
+                                   "setup_error": why})
         protocol.send(self._ctrl, {"op": "reaped", "id": job_id})
 
     def _send_reaped(self, message: protocol.Message) -> None:
@@ -567,7 +567,7 @@ class Zygote:
     def _report_exited(self, pid: int, job_id: str, status: int, said: _Said) -> None:
         status, setup_error = _job_report(said, status)
         message: protocol.Message = {"op": "exited", "id": job_id, "status": status,
-                                     "setup_error": setup_error, "done": False}
+                                     "setup_error": setup_error}
         if self._trace:
             message["t_run"] = self._t_run.get(pid, 0)
             message.update(said.times)
