@@ -13,10 +13,11 @@ and :meth:`EventDispatcher.redeliver` re-publishes them, with capped backoff, un
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -112,9 +113,7 @@ class EventDispatcher:
             if traced:
                 tracing_hooks.decoded(span, decoded.kind, request_id, attempt)
         except Exception as exc:
-            tokens = bind_contextvars(worker=self.name, hub=self.hub,
-                                      partition=ctx.partition_id, offset=event.offset,
-                                      sequence_number=event.sequence_number)
+            tokens = self._bind_place(ctx, event)
             try:
                 if isinstance(exc, DecodeError):
                     return await self._dead_letter(ctx, event, f"malformed event: {exc}",
@@ -122,9 +121,7 @@ class EventDispatcher:
                 return await self._crashed(ctx, event, exc, request_id or None)
             finally:
                 reset_contextvars(**tokens)
-        tokens = bind_contextvars(worker=self.name, hub=self.hub, partition=ctx.partition_id,
-                                  offset=event.offset, sequence_number=event.sequence_number,
-                                  request_id=request_id, attempt=attempt)
+        tokens = self._bind_place(ctx, event, request_id=request_id, attempt=attempt)
         try:
             if decoded.kind not in self._accepts:
                 reason = (f"unexpected event kind {decoded.kind!r} on hub {self.hub!r} "
@@ -138,6 +135,13 @@ class EventDispatcher:
             return await self._crashed(ctx, event, exc, request_id or None)
         finally:
             reset_contextvars(**tokens)
+
+    def _bind_place(self, ctx: PartitionContext, event: ReceivedEvent,
+                    **more: Any) -> Mapping[str, contextvars.Token[Any]]:
+        """Bind the event's place (and ``more``) to the log context; the tokens to reset."""
+        return bind_contextvars(worker=self.name, hub=self.hub, partition=ctx.partition_id,
+                                offset=event.offset, sequence_number=event.sequence_number,
+                                **more)
 
     async def _crashed(self, ctx: PartitionContext, event: ReceivedEvent, exc: Exception,
                        request_id: str | None) -> Delivery | None:
