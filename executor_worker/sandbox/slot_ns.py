@@ -26,6 +26,8 @@ init -> zygote: ``r`` ready (namespaces set up); ``e<wait status>`` the job proc
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # no stub: signal's C half
+import _socket
 import contextlib
 import os
 import selectors
@@ -62,12 +64,13 @@ READY = b"r"
 FORK = b"f"
 EXITED = b"e"
 _READY_TIMEOUT_S = 10.0
+_SIGCHLD, _SIG_DFL = int(signal.SIGCHLD), int(signal.SIG_DFL)
 #: Signals whose Python handlers an init must not keep (see _init_main); the job process
 #: gets the zygote's dispositions back.
 _INIT_DEFAULTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)
 
 #: What the job process runs: (its channel to the zygote) -> exit status
-JobMain = Callable[[socket.socket], int]
+JobMain = Callable[[_socket.socket], int]
 
 
 class SlotNs:
@@ -147,7 +150,7 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
     whatever reaches us; on SWEEP kill everything else, reap until no child is left, reset
     the mounts, answer CLEAN."""
     linux.set_parent_death_signal(signal.SIGKILL)  # the zygote gone: the namespace goes
-    kept = {signum: signal.getsignal(signum) for signum in _INIT_DEFAULTS}
+    kept = {int(signum): _plain(signal.getsignal(signum)) for signum in _INIT_DEFAULTS}
     for signum in _INIT_DEFAULTS:
         signal.signal(signum, signal.SIG_DFL)  # SIG_DFL: unkillable from inside the ns
     os.setsid()
@@ -201,7 +204,12 @@ class _Job:
         self.pid = 0  # the job process forked last, until reaped
 
 
-def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[signal.Signals, _Handler],
+def _plain(handler: _Handler) -> _Handler:
+    """A handler as _signal takes it: SIG_DFL and SIG_IGN as plain ints, not enum members."""
+    return int(handler) if isinstance(handler, signal.Handlers) else handler
+
+
+def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[int, _Handler],
               job_main: JobMain, held: tuple[int, ...]) -> int:
     """Fork a job process on ``chan_fd``; 0 if the fork failed (the zygote sees EOF)."""
     try:
@@ -214,18 +222,20 @@ def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[signal.Signals, _Han
         return pid
     status = 1
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # _signal and _socket, not signal.signal and socket.socket: their Python layers
+        # (enum conversions, socket.py) would copy a few dozen pages in every job process.
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_SIGCHLD, _SIG_DFL)
         for signum, handler in kept.items():
             if handler is not None:  # None: set outside Python, left as the init has it
-                signal.signal(signum, handler)
+                _signal.signal(signum, handler)
         ctrl.detach()
         low = 3
         for fd in sorted({chan_fd, *held}):
             os.closerange(low, fd)
             low = fd + 1
         os.closerange(low, 2**31 - 1)
-        status = job_main(socket.socket(fileno=chan_fd))
+        status = job_main(_socket.socket(fileno=chan_fd))
     finally:
         os._exit(status)
 

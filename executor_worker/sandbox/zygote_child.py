@@ -25,13 +25,13 @@ so the result does not wait for this interpreter's exit. Standard library only.
 
 from __future__ import annotations
 
+import _socket
 import builtins
 import contextlib
 import json
 import os
 import resource
 import signal
-import socket
 import sys
 import time
 import types
@@ -85,7 +85,7 @@ class Prepared:
     environment: str = ""
 
 
-def child_main(chan: socket.socket, plan: Plan, in_slot: bool = False) -> int:
+def child_main(chan: _socket.socket, plan: Plan, in_slot: bool = False) -> int:
     """Everything a freshly forked child does; returns the exit status for os._exit.
 
     ``in_slot``: forked by its slot's init (slot_ns.py), inside the slot's PID, mount and
@@ -110,7 +110,7 @@ def child_main(chan: socket.socket, plan: Plan, in_slot: bool = False) -> int:
     return serve_one(chan, plan, ready)
 
 
-def _init(chan: socket.socket, job: int) -> int:
+def _init(chan: _socket.socket, job: int) -> int:
     """PID 1 of the job's namespace: reap what the job leaves, relay the job's own wait
     status (init cannot be killed from inside its namespace, so the job must not be it),
     then exit: the kernel kills whatever of the job is still running."""
@@ -123,8 +123,8 @@ def _init(chan: socket.socket, job: int) -> int:
             return 0
         if pid == job:
             with contextlib.suppress(OSError):
-                protocol.send(chan, {"op": "status", "status": status,
-                                     "t": time.monotonic_ns()})
+                _tell(chan.fileno(), {"op": "status", "status": status,
+                                      "t": time.monotonic_ns()})
             return 0
 
 
@@ -217,14 +217,14 @@ def _enter_userns() -> None:
     linux.unshare(linux.CLONE_NEWUSER)
 
 
-def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
+def serve_one(chan: _socket.socket, plan: Plan, ready: Prepared) -> int:
     """Wait for the job, confine, run it; returns the exit status for os._exit.
 
     An ``arm`` message may come first (root hosts without job cgroups: the slot's next job
     directory, made ahead by the supervisor): then everything but the job's descriptors and
     rlimits is confined before the job exists, and only those are left for its ``run``.
     """
-    message, fds = protocol.recv(chan)
+    message, fds = protocol.recv_from_zygote(chan)
     armed: str | None = None
     arm_error: BaseException | None = None
     if message is not None and message.get("op") == "arm":
@@ -234,7 +234,7 @@ def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
         except BaseException as exc:  # the job that comes is refused with this reason
             arm_error = exc
         ready.times["t_armed"] = time.monotonic_ns()
-        message, fds = protocol.recv(chan)
+        message, fds = protocol.recv_from_zygote(chan)
     received = time.monotonic_ns()
     if message is None or message.get("op") != "run" or len(fds) not in (3, 4):
         return 0  # the zygote is shutting down its pool
@@ -256,8 +256,7 @@ def serve_one(chan: socket.socket, plan: Plan, ready: Prepared) -> int:
             _confine(message, plan, ready, out_fd, err_fd, chan_fd, done_fd)
         # The last thing before the code: from here on nothing the job does reaches the
         # zygote but its exit status.
-        _tell(chan_fd, {"op": "confined", "t_received": received,
-                        "t": time.monotonic_ns(), "times": ready.times})
+        os.write(chan_fd, protocol.confined(received, time.monotonic_ns(), ready.times))
         os.close(chan_fd)
     except BaseException as exc:  # any failure means: do not run the code
         _report_setup_failure(exc, chan_fd)

@@ -26,6 +26,7 @@ processes die; at exit, every one left).
 
 from __future__ import annotations
 
+import _socket
 import collections
 import contextlib
 import gc
@@ -186,7 +187,7 @@ class Zygote:
             return
         self._armed.add(slot)
         with contextlib.suppress(OSError):  # that child died: its replacement gets armed
-            protocol.send(ready[1], {"op": "arm", "dir": job_dir, "slot": slot})
+            protocol.send_to_child(ready[1], {"op": "arm", "dir": job_dir, "slot": slot})
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         slot = int(message["slot"])
@@ -209,7 +210,7 @@ class Zygote:
             while True:
                 pid, chan = self._take_child(slot)
                 try:
-                    protocol.send(chan, message, [*fds, *extra])
+                    protocol.send_to_child(chan, message, [*fds, *extra])
                     break
                 except OSError:
                     chan.close()
@@ -322,7 +323,7 @@ class Zygote:
         if ns is None:
             plan = self._plan
 
-            def job_main(chan: socket.socket) -> int:
+            def job_main(chan: _socket.socket) -> int:
                 return zygote_child.child_main(chan, plan, in_slot=True)
 
             ahead = plan.seccomp_split[0] if plan.seccomp_split is not None else None
