@@ -99,7 +99,7 @@ def build_ruleset(abi: int, policy: Policy) -> int:
 class HeldRules:
     """The rules of a fixed set of paths, with their descriptors held open: a fresh ruleset
     then costs one create and one add per path, with no lookups (a slot's init holds them
-    for the job processes it forks, which close them before their job runs)."""
+    and builds each job process's ruleset before forking it)."""
 
     def __init__(self, abi: int, policy: Policy, read_write: Iterable[str]) -> None:
         self._abi = abi
@@ -112,9 +112,6 @@ class HeldRules:
         """The read-write paths were mounted anew: hold the new directories."""
         _release(self._read_write)
         self._read_write = _hold(self._rw_paths, _write_rights(self._abi, self._policy.allow_exec))
-
-    def held_fds(self) -> tuple[int, ...]:
-        return tuple(fd for _, fd, _ in (*self._read_only, *self._read_write))
 
     def ruleset(self) -> int:
         fd = _create_ruleset(self._abi, self._policy)

@@ -107,12 +107,14 @@ def enter(plan: NamespacePlan) -> None:
 
 
 def enter_slot_job(plan: NamespacePlan) -> None:
-    """A job process forked by its slot's init (slot_ns.py, root hosts) is born in the
-    slot's mount and UTS namespaces, set up once by :func:`enter` and reset after every
-    job by :func:`reset_slot`; it takes an IPC namespace of its own (SysV objects and
-    message queues outlive their processes: a shared one would carry them to the next job).
-    That costs one unshare where entering costs a copy of the mount table, a /proc, the
-    private tmpfs mounts and, when the job ends, their teardown (~0.6 ms of CPU a job)."""
+    """In a slot's init (slot_ns.py, root hosts), right before it forks a job process: a
+    fresh IPC namespace, which that process is born in (SysV objects and message queues
+    outlive their processes: a shared one would carry them to the next job; the init
+    leaves the last one, swept by then, for this one). The job process is born in the
+    slot's mount and UTS namespaces too, set up once by :func:`enter` and reset after
+    every job by :func:`reset_slot`: one unshare a job, where entering costs a copy of
+    the mount table, a /proc, the private tmpfs mounts and, when the job ends, their
+    teardown (~0.6 ms of CPU a job)."""
     if plan.ipc:
         linux.unshare(linux.CLONE_NEWIPC)
 

@@ -51,8 +51,12 @@ if TYPE_CHECKING:
         def after_reset(self) -> None:
             """The slot's private mounts were replaced (namespaces.reset_slot)."""
 
-        def held_fds(self) -> tuple[int, ...]:
-            """Descriptors the job processes need until their job (the others are closed)."""
+        def before_fork(self) -> tuple[int, ...]:
+            """Made for the next job process, which inherits them: the descriptors it
+            keeps (the others are closed)."""
+
+        def after_fork(self) -> None:
+            """The fork is done (or failed): the init closes what before_fork made."""
 
     #: Called in the init once its namespaces and filter are in place, before any job process.
     PrepareInit = Callable[[], Prepared]
@@ -184,7 +188,13 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
             if not data:
                 return 0  # the zygote closed the slot
             if data == FORK and len(fds) == 1:
-                job.pid = _fork_job(fds[0], ctrl, kept, job_main, prepared.held_fds())
+                # Done here, warm and once, rather than in each job process, where every
+                # page its Python writes is a page copied (a failure ends this init).
+                namespaces.enter_slot_job(plan)
+                try:
+                    job.pid = _fork_job(fds[0], ctrl, kept, job_main, prepared.before_fork())
+                finally:
+                    prepared.after_fork()
             else:
                 for fd in fds:
                     os.close(fd)

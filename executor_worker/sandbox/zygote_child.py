@@ -1,12 +1,13 @@
 """One job process: forked ahead of time (by the zygote, or on root hosts by its slot's init,
 see slot_ns.py), confined before or when its job arrives.
 
-Before a job exists the child does the job-independent, slow part: its own session; its
-own IPC namespace and, unless it was born in its slot's, mount and UTS namespaces (see
-namespaces.py) and a PID namespace (elsewhere the forked process is a new namespace's init
-and the job runs in its only child); the Landlock ruleset (built from descriptors its
-slot's init holds, or while paths can still be opened) and all of the seccomp filter but
-the calls confining still needs (inherited from the slot's init, or loaded here).
+Before a job exists the child does the job-independent, slow part: its own session;
+unless it was born in its slot's (see slot_ns.py, where the init makes the IPC namespace
+and the Landlock ruleset before the fork), its own IPC, mount and UTS namespaces (see
+namespaces.py) and a PID namespace (the forked process is then a new namespace's init and
+the job runs in its only child), and the Landlock ruleset, while paths can still be
+opened; all of the seccomp filter but the calls confining still needs (inherited from the
+slot's init, or loaded here).
 
 Then it confines itself: it chdirs into the job directory, adds it to the ruleset, binds it
 over /tmp, takes the job's stdout/stderr, closes every other descriptor (the zygote's and
@@ -95,9 +96,7 @@ def child_main(chan: _socket.socket, plan: Plan, in_slot: bool = False) -> int:
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.ns.pid:
         linux.set_parent_death_signal(signal.SIGKILL)  # init gone: the kernel kills the job
-    if in_slot:
-        namespaces.enter_slot_job(plan.ns)
-    else:
+    if not in_slot:  # else born in its slot's (see namespaces.enter_slot_job)
         namespaces.enter(plan.ns)
     times["t_namespaces"] = time.monotonic_ns()
     if plan.ns.pid and not in_slot:
@@ -129,12 +128,16 @@ def _init(chan: _socket.socket, job: int) -> int:
 
 
 class SlotAhead:
-    """What a slot's init (slot_ns.py) prepares once for every job process it forks: they
-    inherit it with the fork instead of each building it (~0.5 ms a job). The seccomp ahead
-    filter comes the same way (the init loads it: ~0.35 ms a job, JIT included)."""
+    """What a slot's init (slot_ns.py) prepares for the job processes it forks: once
+    (held rule descriptors, text layers, environment), or before each fork (the ruleset):
+    they inherit it with the fork instead of each building it. In a job process, every page
+    the setup's Python writes is a copy of the init's (~2.5 us each here), where the init's
+    code is warm. The seccomp ahead filter comes the same way (the init loads it once:
+    ~0.35 ms a job, JIT included)."""
 
     def __init__(self, plan: Plan) -> None:
         self.rules: landlock.HeldRules | None = None
+        self.next_ruleset = -1  # made by before_fork, inherited by the job process
         if plan.landlock_abi and plan.landlock_policy is not None:
             # The private tmpfs mounts exist only in the slot's mount namespace.
             self.rules = landlock.HeldRules(plan.landlock_abi, plan.landlock_policy,
@@ -155,8 +158,18 @@ class SlotAhead:
         if self.rules is not None:
             self.rules.reopen_read_write()
 
-    def held_fds(self) -> tuple[int, ...]:
-        return () if self.rules is None else self.rules.held_fds()
+    def before_fork(self) -> tuple[int, ...]:
+        """The next job process's Landlock ruleset (all but its job directory), built in
+        the init: its descriptors of the rules' paths stay here."""
+        if self.rules is None:
+            return ()
+        self.next_ruleset = self.rules.ruleset()
+        return (self.next_ruleset,)
+
+    def after_fork(self) -> None:
+        if self.next_ruleset >= 0:
+            os.close(self.next_ruleset)
+            self.next_ruleset = -1
 
 
 #: Set in a slot's init (prepare_slot_init); job processes find it there after the fork.
@@ -179,8 +192,7 @@ def prepare(plan: Plan, ahead: SlotAhead | None = None) -> Prepared:
         _enter_userns()
     ready = Prepared(zygote_pid=os.getppid())
     if ahead is not None:
-        if ahead.rules is not None:
-            ready.ruleset = ahead.rules.ruleset()
+        ready.ruleset = ahead.next_ruleset
         ready.baseline_vm = ahead.baseline_vm
         ready.environment = ahead.environment
         return ready
