@@ -222,13 +222,21 @@ def _plain(handler: _Handler) -> _Handler:
 def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[int, _Handler],
               job_main: JobMain, held: tuple[int, ...]) -> int:
     """Fork a job process on ``chan_fd``; 0 if the fork failed (the zygote sees EOF)."""
+    # Wrapped and sorted here, where this code is warm, not in the job process, where every
+    # page written is a page copied (see SlotAhead.before_fork).
     try:
-        pid = os.fork()
+        chan = _socket.socket(fileno=chan_fd)
     except OSError:
         os.close(chan_fd)
         return 0
+    keep = sorted({chan_fd, *held})
+    try:
+        pid = os.fork()
+    except OSError:
+        chan.close()
+        return 0
     if pid:
-        os.close(chan_fd)
+        chan.close()
         return pid
     status = 1
     try:
@@ -241,11 +249,11 @@ def _fork_job(chan_fd: int, ctrl: socket.socket, kept: dict[int, _Handler],
                 _signal.signal(signum, handler)
         ctrl.detach()
         low = 3
-        for fd in sorted({chan_fd, *held}):
+        for fd in keep:
             os.closerange(low, fd)
             low = fd + 1
         os.closerange(low, 2**31 - 1)
-        status = job_main(_socket.socket(fileno=chan_fd))
+        status = job_main(chan)
     finally:
         os._exit(status)
 

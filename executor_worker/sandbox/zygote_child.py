@@ -138,6 +138,7 @@ class SlotAhead:
     def __init__(self, plan: Plan) -> None:
         self.rules: landlock.HeldRules | None = None
         self.next_ruleset = -1  # made by before_fork, inherited by the job process
+        self.next = Prepared()
         if plan.landlock_abi and plan.landlock_policy is not None:
             # The private tmpfs mounts exist only in the slot's mount namespace.
             self.rules = landlock.HeldRules(plan.landlock_abi, plan.landlock_policy,
@@ -159,12 +160,15 @@ class SlotAhead:
             self.rules.reopen_read_write()
 
     def before_fork(self) -> tuple[int, ...]:
-        """The next job process's Landlock ruleset (all but its job directory), built in
-        the init: its descriptors of the rules' paths stay here."""
-        if self.rules is None:
-            return ()
-        self.next_ruleset = self.rules.ruleset()
-        return (self.next_ruleset,)
+        """What the next job process finds ready (see prepare): its Prepared, with its
+        Landlock ruleset (all but its job directory; the init keeps the descriptors of the
+        rules' paths) and its ``__main__``. Returns the descriptors it keeps."""
+        if self.rules is not None:
+            self.next_ruleset = self.rules.ruleset()
+        # The job process's parent is this init: its pid there is ours here.
+        self.next = Prepared(ruleset=self.next_ruleset, baseline_vm=self.baseline_vm,
+                             zygote_pid=os.getpid(), environment=self.environment)
+        return (self.next_ruleset,) if self.next_ruleset >= 0 else ()
 
     def after_fork(self) -> None:
         if self.next_ruleset >= 0:
@@ -190,12 +194,9 @@ def prepare(plan: Plan, ahead: SlotAhead | None = None) -> Prepared:
     """
     if plan.userns and not plan.ns.job_tmp():
         _enter_userns()
-    ready = Prepared(zygote_pid=os.getppid())
     if ahead is not None:
-        ready.ruleset = ahead.next_ruleset
-        ready.baseline_vm = ahead.baseline_vm
-        ready.environment = ahead.environment
-        return ready
+        return ahead.next
+    ready = Prepared(zygote_pid=os.getppid())
     if plan.landlock_abi and plan.landlock_policy is not None:
         ready.ruleset = landlock.build_ruleset(plan.landlock_abi, plan.landlock_policy)
         # The private tmpfs mounts exist only in this mount namespace: granted here.
@@ -432,7 +433,7 @@ def _execute(main: types.ModuleType) -> int:
     try:
         # Bytes, as ``python main.py`` reads its file: a coding declaration is honoured.
         with open("inputs.json", "rb") as fh:
-            main.__dict__.update(inputs=json.loads(fh.read()), __file__="main.py",
+            main.__dict__.update(inputs=_decode_inputs(fh.read()), __file__="main.py",
                                  __builtins__=builtins)
         with open("main.py", "rb") as fh:
             source = fh.read()
@@ -457,6 +458,25 @@ def _execute(main: types.ModuleType) -> int:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     return status
+
+
+#: json's C scanner, made once in the zygote (see _decode_inputs).
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__
+
+
+def _decode_inputs(data: bytes) -> object:
+    """inputs.json as the supervisor writes it (json.dumps: ASCII, nothing around the
+    value) goes straight to json's scanner: the Python layer of json.loads (encoding
+    detection, two regex matches) copies ~25 pages in every job process, on its result's
+    path. Anything else gets json.loads's own answer."""
+    try:
+        text = data.decode("utf-8")
+        value, end = _scan_json(text, 0)
+        if end == len(text):
+            return value
+    except (UnicodeDecodeError, StopIteration, ValueError):
+        pass
+    return json.loads(data)
 
 
 def _exit_status(exc: SystemExit) -> int:
