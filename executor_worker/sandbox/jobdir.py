@@ -48,10 +48,49 @@ def fill_job_dir(job_dir: Path, job: SandboxJob) -> None:
         raise
 
 
-def remove_plain_job_dir(path: Path) -> bool:
+#: A slot directory's mode: the job's group may create and remove its own entries; only
+#: root (the owner) may change the directory itself (mode, ACLs, flags) or, as it is
+#: sticky, its extended attributes or the files we wrote (main.py, inputs.json).
+SLOT_DIR_MODE = 0o1770
+
+
+def slot_dir(root: Path, slot: int) -> Path:
+    """Where a slot's jobs run, one after another, where the zygote keeps a slot's
+    namespaces (see ZygoteSandbox): made here, root-owned and closed (0700) until
+    :func:`open_slot_dir` gives it to the slot's group. Kept empty between jobs."""
+    path = root / f"slot-{slot}"
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise
+    return path
+
+
+def open_slot_dir(path: Path, gid: int) -> None:
+    """Give the slot's group its directory (SLOT_DIR_MODE); also undoes what a job could
+    have changed of it, should a kernel ever let it: mode, group, extended attributes."""
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(f"{path} is not ours (uid {st.st_uid})")
+        if st.st_gid != gid:
+            os.fchown(fd, -1, gid)
+        if stat.S_IMODE(st.st_mode) != SLOT_DIR_MODE:
+            os.fchmod(fd, SLOT_DIR_MODE)
+        for name in os.listxattr(fd):
+            os.removexattr(fd, name)
+    finally:
+        os.close(fd)
+
+
+def remove_plain_job_dir(path: Path, keep: bool = False) -> bool:
     """The common case, cheap enough for the event loop: a directory holding only the files
     we wrote (and regular files). False if anything else is there: then the caller removes
-    it with :func:`remove_job_dir`, which copes with whatever the job left."""
+    it with :func:`remove_job_dir`, which copes with whatever the job left. ``keep``: empty
+    it, but keep the directory (a slot's)."""
     try:
         top = os.open(path, _DIR_FLAGS)
     except OSError:
@@ -62,7 +101,8 @@ def remove_plain_job_dir(path: Path) -> bool:
             return False
         for name in names:
             os.unlink(name, dir_fd=top)  # a directory raises (EISDIR/EPERM): the slow path
-        os.rmdir(path)
+        if not keep:
+            os.rmdir(path)
     except OSError:
         return False
     finally:
@@ -113,6 +153,14 @@ QUARANTINE = ".quarantine"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def empty_job_dir(path: Path) -> None:
+    """Remove everything in a job's directory, whatever the job left, but the directory
+    (a slot's: see slot_dir); as :func:`remove_job_dir` does, but this one raises if it
+    cannot (the caller must not give the directory to another job then)."""
+    _unlock(os.fspath(path))
+    _empty_tree(os.fspath(path))
+
+
 def remove_job_dir(path: Path) -> None:
     """Remove a job's (or a dead instance's) directory; never raises, never recurses.
 
@@ -137,6 +185,11 @@ def _remove_tree(path: str) -> None:
         os.unlink(path)
         return
     _unlock(path)
+    _empty_tree(path)
+    os.rmdir(path)
+
+
+def _empty_tree(path: str) -> None:
     top = os.open(path, _DIR_FLAGS)
     try:
         counter = 0
@@ -149,7 +202,6 @@ def _remove_tree(path: str) -> None:
                 _clear_entry(top, name, counter)
     finally:
         os.close(top)
-    os.rmdir(path)
 
 
 def _clear_entry(top: int, name: bytes, counter: int) -> None:

@@ -30,9 +30,20 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def write_job_files(job_dir: Path, job: SandboxJob) -> None:
-    (job_dir / "main.py").write_text(job.code, encoding="utf-8")
-    (job_dir / "inputs.json").write_text(json.dumps(job.inputs), encoding="utf-8")
+    """main.py and inputs.json, as new files: whatever is in the way (a slot's directory is
+    emptied before its next job, a job's own is new) is neither followed nor overwritten."""
+    for name, text in (("main.py", job.code), ("inputs.json", json.dumps(job.inputs))):
+        data = memoryview(text.encode("utf-8"))
+        fd = os.open(job_dir / name, _NEW_FILE, 0o644)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
 
 
 def display_name(raw: bytes) -> str:

@@ -4,13 +4,11 @@ One JSON object per SOCK_SEQPACKET datagram (message boundaries for free), file 
 as SCM_RIGHTS. Both ends are unnamed socketpairs: nothing on the filesystem or in the
 abstract namespace that a job could connect to. Standard library only.
 
-Supervisor -> zygote: ``run`` (fds: stdout, stderr and "done" write ends), ``kill``,
-``next_dir`` (a slot's next job directory, made ahead).
+Supervisor -> zygote: ``run`` (fds: stdout, stderr and "done" write ends), ``kill``.
 Zygote -> supervisor: ``hello`` (layers, notes, whether it arms), ``exited`` (wait status,
 setup error), ``reaped``.
-Zygote -> child: ``arm`` (the job directory to confine itself to ahead), then the ``run``
-message with the same fds (and the job's cgroup.procs where there is one). These two are
-marshalled, not JSON (see send_to_child).
+Zygote -> child: the ``run`` message with the same fds (and the job's cgroup.procs where
+there is one), marshalled, not JSON (see send_to_child).
 Child -> zygote: ``confined`` or ``setup_failed``; a namespace's init: ``status``.
 """
 

@@ -8,13 +8,15 @@ namespace, in the slot's mount and UTS namespaces (set up once, see namespaces.e
 fork of the zygote, so a warm interpreter. It forks the slot's job processes itself, ahead
 of their jobs, on the zygote's ``FORK``: they are born inside the slot's namespaces, and the
 zygote, which only relays messages, never blocks on a fork while a job waits for it. Each
-job process still takes an IPC namespace of its own (SysV objects outlive processes).
+job process is still born in an IPC namespace of its own (SysV objects outlive processes),
+which the init makes before the fork.
 
 The namespaces are the only thing kept, and they are kept empty: after a job ends the
 zygote asks the init to *sweep*: ``kill(-1, SIGKILL)`` from PID 1 reaches every other
 process of the namespace, and the init reaps until it has no child left, which, since every
 process of the namespace descends from it, means none is left. It then takes the job's
-directory off /tmp and replaces the private tmpfs mounts with empty ones
+directory off /tmp (unless the slot keeps one directory for all its jobs: bound once, and
+emptied by the supervisor) and replaces the private tmpfs mounts with empty ones
 (namespaces.reset_slot), so no file, /tmp entry, process or IPC object of one job meets the
 next; only then does the slot (its uid) go to another job. Standard library only.
 
@@ -100,12 +102,14 @@ class SlotNs:
 
 def create(own_pidns: int, plan: namespaces.NamespacePlan, before_child: list[socket.socket],
            job_main: JobMain, prepare_init: PrepareInit,
-           ahead_filter: bytes | None = None) -> SlotNs:
+           ahead_filter: bytes | None = None, job_dir: str | None = None) -> SlotNs:
     """Fork a new slot init (in a new PID namespace) and return its handle.
 
     ``before_child``: the zygote's sockets, detached in the child before anything else.
     ``ahead_filter``: the seccomp ahead filter (seccomp_filter.compile_filters), loaded by
     the init once its namespaces are set up, so that every job process it forks has it.
+    ``job_dir``: the slot's directory, which all its jobs use (emptied between them by the
+    supervisor): the init's working directory, bound over /tmp once, for good.
     """
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     linux.unshare(linux.CLONE_NEWPID)
@@ -120,7 +124,8 @@ def create(own_pidns: int, plan: namespaces.NamespacePlan, before_child: list[so
                     sock.detach()
                 os.closerange(3, theirs.fileno())
                 os.closerange(theirs.fileno() + 1, 2**31 - 1)
-                status = _init_main(theirs, plan, job_main, prepare_init, ahead_filter)
+                status = _init_main(theirs, plan, job_main, prepare_init, ahead_filter,
+                                    job_dir)
             finally:
                 os._exit(status)
     finally:
@@ -149,7 +154,8 @@ def parse_exited(data: bytes) -> int | None:
 
 
 def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: JobMain,
-               prepare_init: PrepareInit, ahead_filter: bytes | None) -> int:
+               prepare_init: PrepareInit, ahead_filter: bytes | None,
+               job_dir: str | None) -> int:
     """PID 1 of a slot's namespaces: fork job processes on FORK, report their end, reap
     whatever reaches us; on SWEEP kill everything else, reap until no child is left, reset
     the mounts, answer CLEAN."""
@@ -159,6 +165,10 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
         signal.signal(signum, signal.SIG_DFL)  # SIG_DFL: unkillable from inside the ns
     os.setsid()
     namespaces.enter(plan)
+    if job_dir is not None:
+        os.chdir(job_dir)  # job processes inherit it
+        namespaces.bind_job_tmp(plan)
+    # What /tmp is between jobs: the host's, or the slot's directory bound for good.
     tmp_before = namespaces.tmp_identity()
     if ahead_filter is not None:
         # What it spares is what we still need (mount, umount2, kill(-1)) and what the job

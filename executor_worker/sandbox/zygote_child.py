@@ -12,12 +12,13 @@ slot's init, or loaded here).
 Then it confines itself: it chdirs into the job directory, adds it to the ruleset, binds it
 over /tmp, takes the job's stdout/stderr, closes every other descriptor (the zygote's and
 the supervisor's channels included), sets rlimits, drops to the slot's uid (or drops
-capabilities), sets no-new-privs, enforces Landlock and the rest of seccomp. Where the
-supervisor makes the slot's next job directory ahead (root hosts without job cgroups), an
-``arm`` message names it and all of that but the descriptors and rlimits happens before
-the job exists (no privilege is needed for what is left); elsewhere it all happens when the
-``run`` message arrives. Last it tells the zygote over its channel that it is confined,
-closes that channel, and only then reads and runs the code. Any failure before the code
+capabilities), sets no-new-privs, enforces Landlock and the rest of seccomp. Where each
+slot keeps one directory for all its jobs (root hosts with per-slot uids, no job
+cgroups), the slot's init has made it our working directory, allowed it in the ruleset and
+bound it over /tmp, and the child is *armed*: all of that but the descriptors and rlimits
+happens before the job exists (no privilege is needed for what is left); elsewhere it all
+happens when the ``run`` message arrives. Last it tells the zygote over its channel that it
+is confined, closes that channel, and only then reads and runs the code. Any failure before the code
 runs aborts the job (a weaker sandbox than reported is never used) and is reported over
 the channel: nothing the job prints or exits with can pass for a setup failure. When the
 code returns, its exit code goes to the supervisor as one byte on the job's "done" pipe,
@@ -84,6 +85,11 @@ class Prepared:
     main: types.ModuleType = field(default_factory=lambda: types.ModuleType("__main__"))
     #: The HOME os.environ was already set up for (by the slot's init), "" if none
     environment: str = ""
+    #: Armed (see serve_one): the slot's directory, as the supervisor names it in the job's
+    #: run message ("" if not armed), the slot, and the job's home there
+    armed_dir: str = ""
+    armed_slot: int = -1
+    armed_home: str = ""
 
 
 def child_main(chan: _socket.socket, plan: Plan, in_slot: bool = False) -> int:
@@ -135,21 +141,33 @@ class SlotAhead:
     code is warm. The seccomp ahead filter comes the same way (the init loads it once:
     ~0.35 ms a job, JIT included)."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, slot: int = -1, job_dir: str | None = None) -> None:
+        """``job_dir``: the slot's own directory, which all its jobs use (the init's
+        working directory, bound over /tmp where the plan says so): its job processes are
+        then armed for it as soon as they are forked."""
+        self.slot = slot
+        self.job_dir = job_dir or ""
         self.rules: landlock.HeldRules | None = None
         self.next_ruleset = -1  # made by before_fork, inherited by the job process
         self.next = Prepared()
         if plan.landlock_abi and plan.landlock_policy is not None:
-            # The private tmpfs mounts exist only in the slot's mount namespace.
+            # The private tmpfs mounts exist only in the slot's mount namespace; the slot's
+            # directory is our working directory (its path may be hidden by the bind).
+            read_write = (*plan.ns.private_dirs(), *((".",) if job_dir else ()))
             self.rules = landlock.HeldRules(plan.landlock_abi, plan.landlock_policy,
-                                            plan.ns.private_dirs())
+                                            read_write)
         _open_text_layers()
         #: The job's environment, set here once when its home is the same for every job
         #: (its directory bound over /tmp): ~0.2 ms a job, os.environ is slow to rebuild.
         self.environment = ""
+        self.home = job_dir or ""
         if plan.ns.job_tmp():
+            self.home = namespaces.JOB_TMP
             _job_environment(namespaces.JOB_TMP)
             self.environment = namespaces.JOB_TMP
+        elif job_dir:
+            _job_environment(job_dir)
+            self.environment = job_dir
         # A job process maps what its init mapped; what it adds before its job counts
         # towards the job's RLIMIT_AS budget (a few pages).
         self.baseline_vm = _mapped_bytes()
@@ -167,7 +185,9 @@ class SlotAhead:
             self.next_ruleset = self.rules.ruleset()
         # The job process's parent is this init: its pid there is ours here.
         self.next = Prepared(ruleset=self.next_ruleset, baseline_vm=self.baseline_vm,
-                             zygote_pid=os.getpid(), environment=self.environment)
+                             zygote_pid=os.getpid(), environment=self.environment,
+                             armed_dir=self.job_dir, armed_slot=self.slot,
+                             armed_home=self.home if self.job_dir else "")
         return (self.next_ruleset,) if self.next_ruleset >= 0 else ()
 
     def after_fork(self) -> None:
@@ -180,9 +200,9 @@ class SlotAhead:
 _slot_ahead: SlotAhead | None = None
 
 
-def prepare_slot_init(plan: Plan) -> SlotAhead:
+def prepare_slot_init(plan: Plan, slot: int = -1, job_dir: str | None = None) -> SlotAhead:
     global _slot_ahead
-    _slot_ahead = SlotAhead(plan)
+    _slot_ahead = SlotAhead(plan, slot, job_dir)
     return _slot_ahead
 
 
@@ -233,21 +253,21 @@ def _enter_userns() -> None:
 def serve_one(chan: _socket.socket, plan: Plan, ready: Prepared) -> int:
     """Wait for the job, confine, run it; returns the exit status for os._exit.
 
-    An ``arm`` message may come first (root hosts without job cgroups: the slot's next job
-    directory, made ahead by the supervisor): then everything but the job's descriptors and
-    rlimits is confined before the job exists, and only those are left for its ``run``.
+    Armed (root hosts with per-slot uids and no job cgroups: the slot's init prepared it,
+    see SlotAhead), everything but the job's descriptors and rlimits is confined before the
+    job exists, and only those are left for its ``run``, which must name the slot's
+    directory: the process works in it already.
     """
-    message, fds = protocol.recv_from_zygote(chan)
     armed: str | None = None
     arm_error: BaseException | None = None
-    if message is not None and message.get("op") == "arm":
+    if ready.armed_dir:
         try:
-            _arm(message, plan, ready, chan.fileno())
-            armed = str(message["dir"])
+            _arm(plan, ready, chan.fileno())
+            armed = ready.armed_dir
         except BaseException as exc:  # the job that comes is refused with this reason
             arm_error = exc
         ready.times["t_armed"] = time.monotonic_ns()
-        message, fds = protocol.recv_from_zygote(chan)
+    message, fds = protocol.recv_from_zygote(chan)
     received = time.monotonic_ns()
     if message is None or message.get("op") != "run" or len(fds) not in (3, 4):
         return 0  # the zygote is shutting down its pool
@@ -257,7 +277,8 @@ def serve_one(chan: _socket.socket, plan: Plan, ready: Prepared) -> int:
         if arm_error is not None:
             raise arm_error
         if armed is not None:
-            if message["dir"] != armed or len(fds) != 3:
+            if (message["dir"] != armed or message["slot"] != ready.armed_slot
+                    or len(fds) != 3):
                 raise RuntimeError("the job is not the one this process was armed for")
             _take_descriptors(out_fd, err_fd, (chan_fd, done_fd))
             _set_rlimits(message["limits"], plan, ready.baseline_vm)
@@ -307,12 +328,14 @@ def _confine(message: dict[str, Any], plan: Plan, ready: Prepared, out_fd: int, 
     _drop_privileges(plan, ready, message["slot"], home)
 
 
-def _arm(message: dict[str, Any], plan: Plan, ready: Prepared, chan_fd: int) -> None:
-    """Ahead of the job: its directory, and every layer but its descriptors and rlimits
+def _arm(plan: Plan, ready: Prepared, chan_fd: int) -> None:
+    """Ahead of the job, in its slot's directory (our working directory, allowed in the
+    ruleset and bound over /tmp by the init): every layer but its descriptors and rlimits
     (those come with it). Lowering rlimits and closing descriptors need no privilege."""
-    home = _enter_job_dir(plan, ready, message["dir"])
-    _drop_privileges(plan, ready, message["slot"], home)
-    # What the init held for the Landlock rules (enforced now) goes; the channel stays.
+    if plan.userns and plan.ns.job_tmp():
+        _enter_userns()  # after the bind: the job's user namespace owns no mounts
+    _drop_privileges(plan, ready, ready.armed_slot, ready.armed_home)
+    # The ruleset (enforced now) goes; the channel stays.
     os.closerange(3, chan_fd)
     os.closerange(chan_fd + 1, 2**31 - 1)
 

@@ -62,7 +62,8 @@ _THREAD_KNOBS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 class Zygote:
     def __init__(self, ctrl: socket.socket, plan: zygote_child.Plan, prefork: int,
-                 trace: bool = False, slots: int = 0) -> None:
+                 trace: bool = False, slots: int = 0,
+                 slot_dirs: list[str] | None = None) -> None:
         self._ctrl = ctrl
         self._plan = plan
         self._prefork = max(prefork, 1)
@@ -85,11 +86,13 @@ class Zygote:
         self._slot_ns: dict[int, slot_ns.SlotNs] = {}
         self._ready: dict[int, tuple[int, socket.socket]] = {}  # slot -> its next child
         #: Children are armed ahead (zygote_child.serve_one) where no job cgroup must be
-        #: joined first: slot -> the directory the supervisor made for its next job, and
-        #: the slots whose ready child was sent it
-        self._arms = bool(self._slot_count) and plan.cgroup_base is None
-        self._next_dir: dict[int, str] = {}
-        self._armed: set[int] = set()
+        #: joined first and each slot has a uid of its own: each slot then keeps one
+        #: directory for all its jobs (the supervisor empties it between them), which its
+        #: namespaces bind over /tmp once.
+        self._slot_dirs = list(slot_dirs or ())
+        self._arms = (bool(self._slot_count) and plan.cgroup_base is None
+                      and plan.uid_base is not None
+                      and len(self._slot_dirs) >= self._slot_count)
         self._busy: set[int] = set()  # slots with a job running or being swept
         #: slot -> the "reaped" message that waits for its sweep
         self._after_sweep: dict[int, protocol.Message] = {}
@@ -159,11 +162,6 @@ class Zygote:
                 pid = self._pids.get(message["id"])
                 if pid is not None:
                     self._kill_job(pid)
-            elif message["op"] == "next_dir" and self._arms:
-                slot = int(message["slot"])
-                if 0 <= slot < self._slot_count:
-                    self._next_dir[slot] = str(message["dir"])
-                    self._arm(slot)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -175,19 +173,7 @@ class Zygote:
                 self._fill_pool(1)
             return self._idle.popleft()
         ready = self._ready.pop(slot, None)
-        self._armed.discard(slot)
-        self._next_dir.pop(slot, None)  # a directory is armed for one job
         return ready if ready is not None else self._fork_child(slot)
-
-    def _arm(self, slot: int) -> None:
-        """Send the slot's ready child its next job's directory, once both exist."""
-        ready = self._ready.get(slot)
-        job_dir = self._next_dir.get(slot)
-        if ready is None or job_dir is None or slot in self._armed:
-            return
-        self._armed.add(slot)
-        with contextlib.suppress(OSError):  # that child died: its replacement gets armed
-            protocol.send_to_child(ready[1], {"op": "arm", "dir": job_dir, "slot": slot})
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         slot = int(message["slot"])
@@ -303,8 +289,6 @@ class Zygote:
                        if slot not in self._busy and slot not in self._ready]
             for slot in missing[:at_most]:
                 self._ready[slot] = self._fork_child(slot)
-                if self._arms:
-                    self._arm(slot)
             return len(missing) > at_most
         forked = 0
         while len(self._idle) < (wanted or self._prefork) and forked < at_most:
@@ -327,11 +311,13 @@ class Zygote:
                 return zygote_child.child_main(chan, plan, in_slot=True)
 
             ahead = plan.seccomp_split[0] if plan.seccomp_split is not None else None
+            job_dir = self._slot_dirs[slot] if self._arms else None
+
             def prepare_init() -> zygote_child.SlotAhead:
-                return zygote_child.prepare_slot_init(plan)
+                return zygote_child.prepare_slot_init(plan, slot, job_dir)
 
             ns = slot_ns.create(self._own_pidns, plan.ns, self._zygote_sockets(), job_main,
-                                prepare_init, ahead)
+                                prepare_init, ahead, job_dir)
             self._slot_ns[slot] = ns
             self._selector.register(ns.ctrl, selectors.EVENT_READ, ("slot", slot))
         return ns
@@ -380,7 +366,6 @@ class Zygote:
         key = self._slot_key(slot)
         if key not in self._jobs:
             ready = self._ready.pop(slot, None)
-            self._armed.discard(slot)
             if ready is not None:
                 ready[1].close()  # died before its job came: forked again when wanted
             return
@@ -401,7 +386,6 @@ class Zygote:
                 os.kill(ns.init_pid, signal.SIGKILL)
             ns.close()
         ready = self._ready.pop(slot, None)
-        self._armed.discard(slot)
         if ready is not None:
             ready[1].close()  # it lived in that namespace: gone with it
         key = self._slot_key(slot)
@@ -735,7 +719,7 @@ def main(argv: list[str]) -> None:
     if os.getppid() != config["supervisor_pid"]:
         return
     zygote = Zygote(ctrl, plan, config["prefork"], bool(config.get("trace")),
-                    int(config.get("slots", 0)))
+                    int(config.get("slots", 0)), [str(d) for d in config.get("slot_dirs", ())])
     protocol.send(ctrl, {
         "op": "hello", "pid": os.getpid(), "layers": list(layers), "notes": plan.notes,
         "arms": zygote.arms,

@@ -43,12 +43,12 @@ class Harness:
     secret_file: Path
 
     def left_behind(self) -> list[Path]:
-        """What the finished jobs left in the job root: nothing, but for the slots' next
-        job directories made ahead (ZygoteSandbox.next_job_dirs), which must be empty."""
-        spare = self.sandbox.next_job_dirs()
-        for path in spare:
-            assert list(path.iterdir()) == [], f"a next job directory is not empty: {path}"
-        return [path for path in self.work_dir.iterdir() if path not in spare]
+        """What the finished jobs left in the job root: nothing, but for the slots' own
+        directories (ZygoteSandbox.slot_dirs), which must be empty between jobs."""
+        kept = self.sandbox.slot_dirs()
+        for path in kept:
+            assert list(path.iterdir()) == [], f"a slot's directory is not empty: {path}"
+        return [path for path in self.work_dir.iterdir() if path not in kept]
 
     async def run(self, code: str, **job: Any) -> SandboxOutcome:
         job.setdefault("timeout_s", 5.0)

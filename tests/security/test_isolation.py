@@ -312,6 +312,26 @@ SLOT_PLANT = SET_COMM + (
     "        open(f'{d}/left-by-a', 'w').write('a')\n"
     "    except OSError:\n"
     "        pass\n"
+    # What could outlive the job in its directory, were it kept for the slot's next job:
+    # its mode, an extended attribute, a tree it locked, a fifo, a link, our own files.
+    "def attempt(what, call, *args):\n"
+    "    try:\n"
+    "        call(*args)\n"
+    "        print(what, 'allowed')\n"
+    "    except OSError as exc:\n"
+    "        print(what, 'refused', exc.errno)\n"
+    "print('mode', oct(os.stat('.').st_mode))\n"
+    "attempt('chmod', os.chmod, '.', 0o777)\n"
+    "attempt('xattr', os.setxattr, '.', 'user.left-by-a', b'a')\n"
+    "attempt('utime', os.utime, '.', (1, 1))\n"
+    "os.makedirs('locked/deeper')\n"
+    "open('locked/deeper/left-by-a', 'w').write('a')\n"
+    "os.chmod('locked/deeper', 0)\n"
+    "os.chmod('locked', 0)\n"
+    "attempt('fifo', os.mkfifo, 'fifo-left-by-a')\n"
+    "attempt('symlink', os.symlink, '/etc/passwd', 'link-left-by-a')\n"
+    "attempt('unlink main.py', os.unlink, 'main.py')\n"
+    "attempt('replace inputs.json', os.rename, 'locked', 'inputs.json')\n"
     "print('shm', libc.shmget(0x5107, 4096, 0o1666))\n"  # IPC_CREAT | 0666
     "print('msg', libc.msgget(0x5107, 0o1666))\n"
     "if os.fork() == 0:\n"
@@ -327,6 +347,10 @@ SLOT_PLANT = SET_COMM + (
 SLOT_CHECK = SET_COMM + (
     "import ctypes, os\n"
     "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "print('mode', oct(os.stat('.').st_mode))\n"
+    "print('xattrs', os.listxattr('.'))\n"
+    "print('here', sorted(os.listdir('.')))\n"
+    "print('inputs', open('inputs.json').read())\n"
     "for d in ('/tmp', '/var/tmp', '/dev/shm'):\n"
     "    try:\n"
     "        print(d, sorted(os.listdir(d)))\n"
@@ -362,11 +386,13 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
         box = Harness(sandbox, sandbox.job_root, secrets)
         planted = await box.run(SLOT_PLANT)
         assert planted.status == "succeeded", planted
+        mode_before = next(line for line in planted.stdout.splitlines()
+                           if line.startswith("mode "))
         await sandbox.settle()  # the slot is swept before it is free again
         assert processes_named("slotleft-sec") == []
         # Two slots per concurrent job: the second job after the plant reuses its slot.
         for _ in range(2):
-            checked = await box.run(SLOT_CHECK)
+            checked = await box.run(SLOT_CHECK, inputs={"check": 1})
             assert checked.status == "succeeded", checked
             out = checked.stdout
             assert "left-by-a" not in out, out
@@ -374,6 +400,11 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
             shm = next(line for line in out.splitlines() if line.startswith("shm "))
             msg = next(line for line in out.splitlines() if line.startswith("msg "))
             assert shm.split()[1] == "-1" and msg.split()[1] == "-1", out
+            # Its directory is as new: the mode it had, no attribute, our two files only.
+            assert mode_before in out.splitlines(), (mode_before, out)
+            assert "xattrs []" in out.splitlines(), out
+            assert "here ['inputs.json', 'main.py']" in out.splitlines(), out
+            assert 'inputs {"check": 1}' in out.splitlines(), out
             await sandbox.settle()
         uid_of = [line for line in (planted.stdout + checked.stdout).splitlines()
                   if line.startswith("uid ")]

@@ -215,14 +215,15 @@ async def test_a_job_that_really_removes_its_own_directory_is_still_killed(
 
 
 async def test_children_armed_ahead_run_only_the_job_they_were_armed_for(work_dir: Path) -> None:
-    """Where the host allows (root, no job cgroups), a slot's child is confined to the
-    slot's next job directory before any job exists (its trace says when). A child armed
-    for one directory refuses a job sent with another: a setup failure, and no code runs."""
+    """Where the host allows (root, per-slot uids, no job cgroups), a slot's child is
+    confined to the slot's directory before any job exists (its trace says when). A child
+    armed for one directory refuses a job sent with another: a setup failure, and no code
+    runs."""
     sandbox = build_sandbox(settings_for(work_dir, concurrency=1, trace=True))
     assert isinstance(sandbox, ZygoteSandbox)
     await sandbox.start()
     try:
-        if not sandbox.next_job_dirs():
+        if not sandbox.slot_dirs():
             pytest.skip("children are not armed ahead here (unprivileged host or job cgroups)")
         # Armed before the job was sent (given the time: right after the start the job may
         # come first, and then waits in the channel until the child is armed).
@@ -238,9 +239,12 @@ async def test_children_armed_ahead_run_only_the_job_they_were_armed_for(work_di
                 armed_ahead.append(trace)
                 break
         assert armed_ahead, list(sandbox.traces)
-        # The supervisor forgets the directories it announced, so the next jobs come with
-        # fresh ones while the children wait, armed for the old ones.
-        sandbox._next_dirs.clear()  # the test plays a confused supervisor
+        # The supervisor sends the next jobs with other directories while the children
+        # wait, armed for their slots' own.
+        for slot, path in list(sandbox._slot_dirs.items()):  # a confused supervisor
+            other = path.with_name(f"other-{slot}")
+            other.mkdir(mode=0o1770)
+            sandbox._slot_dirs[slot] = other
         for _ in range(2):  # both slots
             with pytest.raises(SandboxUnavailable, match="not the one this process was armed"):
                 await sandbox.run(SandboxJob(job_id="other", code="print('ran')", timeout_s=5))
