@@ -59,7 +59,8 @@ def show(label: str, samples_ms: list[float]) -> tuple[float, float]:
 
 SPANS = (
     ("t_start", "t_dir", "job dir written"),
-    ("t_dir", "t_run", "run message to zygote"),
+    ("t_dir", "t_sent", "run message sent"),
+    ("t_sent", "t_run", "run message to zygote"),
     ("t_run", "t_child_got_run", "zygote -> pre-forked child"),
     ("t_child_got_run", "t_confined", "child confined (layers)"),
     ("t_confined", "t_exited", "job code + done byte"),

@@ -565,6 +565,8 @@ class ZygoteSandbox:
             os.close(out_w)
             os.close(err_w)
             os.close(done_w)
+        if trace is not None:
+            trace["t_sent"] = time.monotonic_ns()
         # Plain timers rather than wait_for: this path runs hundreds of times a second.
         timers: list[asyncio.TimerHandle] = []
 
