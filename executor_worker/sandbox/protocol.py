@@ -4,7 +4,8 @@ One JSON object per SOCK_SEQPACKET datagram (message boundaries for free), file 
 as SCM_RIGHTS. Both ends are unnamed socketpairs: nothing on the filesystem or in the
 abstract namespace that a job could connect to. Standard library only.
 
-Supervisor -> zygote: ``run`` (fds: stdout, stderr and "done" write ends), ``kill``.
+Supervisor -> zygote: ``run`` (fds: stdout, stderr and "done" write ends), ``kill``
+(``done``: the supervisor read the job's "done" byte, so its ``exited`` need not come).
 Zygote -> supervisor: ``hello`` (layers, notes, whether it arms), ``exited`` (wait status,
 setup error), ``reaped``.
 Zygote -> child: the ``run`` message with the same fds (and the job's cgroup.procs where

@@ -21,7 +21,8 @@ emptied by the supervisor) and replaces the private tmpfs mounts with empty ones
 next; only then does the slot (its uid) go to another job. Standard library only.
 
 Messages on the init's channel (SOCK_SEQPACKET, one per datagram):
-zygote -> init: ``f`` + the job process's channel (SCM_RIGHTS) = fork one; ``s`` = sweep.
+zygote -> init: ``f`` + the job process's channel (SCM_RIGHTS) = fork one; ``s`` = sweep
+(and with a channel: then fork the next one).
 init -> zygote: ``r`` ready (namespaces set up); ``e<wait status>`` the job process ended;
 ``c`` swept clean.
 """
@@ -91,10 +92,17 @@ class SlotNs:
         """Ask for a job process on ``chan`` (the child's end, passed over, not kept)."""
         socket.send_fds(self.ctrl, [FORK], [chan.fileno()])
 
-    def sweep(self) -> None:
-        if not self.sweeping:
-            self.sweeping = True
+    def sweep(self, next_chan: socket.socket | None = None) -> bool:
+        """Ask for a sweep, unless one is under way (False then). ``next_chan``: the
+        channel of the slot's next job process, which the init forks once swept."""
+        if self.sweeping:
+            return False
+        self.sweeping = True
+        if next_chan is None:
             self.ctrl.send(SWEEP)
+        else:
+            socket.send_fds(self.ctrl, [SWEEP], [next_chan.fileno()])
+        return True
 
     def close(self) -> None:
         self.ctrl.close()
@@ -197,24 +205,31 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
                 continue
             if not data:
                 return 0  # the zygote closed the slot
-            if data == FORK and len(fds) == 1:
-                # Done here, warm and once, rather than in each job process, where every
-                # page its Python writes is a page copied (a failure ends this init).
-                namespaces.enter_slot_job(plan)
-                try:
-                    job.pid = _fork_job(fds[0], ctrl, kept, job_main, prepared.before_fork())
-                finally:
-                    prepared.after_fork()
-            else:
-                for fd in fds:
-                    os.close(fd)
             if data == SWEEP:
                 _reap(job, ctrl, block=True, kill=True)
                 # The job's processes lived in our mount namespace: undo what they left in
                 # it (a failure ends this init, and the zygote drops the slot).
                 if namespaces.reset_slot(plan, tmp_before):
                     prepared.after_reset()
+            if data in (FORK, SWEEP) and len(fds) == 1:
+                # After a sweep, the slot's next job process comes with it: one message.
+                job.pid = _fork_next(plan, fds[0], ctrl, kept, job_main, prepared)
+            else:
+                for fd in fds:
+                    os.close(fd)
+            if data == SWEEP:
                 ctrl.send(CLEAN)
+
+
+def _fork_next(plan: namespaces.NamespacePlan, chan_fd: int, ctrl: socket.socket,
+               kept: dict[int, _Handler], job_main: JobMain, prepared: Prepared) -> int:
+    # Done here, warm and once, rather than in each job process, where every page its
+    # Python writes is a page copied (a failure ends this init).
+    namespaces.enter_slot_job(plan)
+    try:
+        return _fork_job(chan_fd, ctrl, kept, job_main, prepared.before_fork())
+    finally:
+        prepared.after_fork()
 
 
 class _Job:

@@ -535,11 +535,12 @@ class ZygoteSandbox:
             fut.set_result((data[0] << 8, None, True))
             # Nothing of the job may outlive its result: killed right after the result is
             # taken (a send now would hand the CPU to the zygote before the result).
-            loop.call_soon(kill)
+            loop.call_soon(kill, True)
 
-        def kill() -> None:
+        def kill(done: bool = False) -> None:
+            # done: we have the job's result, the zygote need not report its end.
             with contextlib.suppress(SandboxUnavailable):
-                self._send({"op": "kill", "id": key})
+                self._send({"op": "kill", "id": key, "done": done})
 
         trace = self._trace_of.get(key)
         loop.add_reader(done_r, on_done)

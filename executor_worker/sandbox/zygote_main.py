@@ -74,7 +74,8 @@ class Zygote:
         self._jobs: dict[int, tuple[str, int, socket.socket]] = {}
         #: pid -> what the child's channel said so far (see _job_report)
         self._said: dict[int, _Said] = {}
-        #: pids whose job was reported exited (from the init's relay) but not yet reaped
+        #: pids whose job was reported exited (from the init's relay), or need not be (the
+        #: supervisor read its "done" byte), but not yet reaped
         self._reported: set[int] = set()
         self._t_run: dict[int, int] = {}  # pid -> monotonic ns of the run message (trace)
         # Each child gets a PID namespace of its own: unshare(CLONE_NEWPID) before the fork,
@@ -161,6 +162,11 @@ class Zygote:
             elif message["op"] == "kill":
                 pid = self._pids.get(message["id"])
                 if pid is not None:
+                    if message.get("done") is True and not self._trace:
+                        # The supervisor has the result (the job's "done" byte): its end
+                        # needs no report, only its "reaped" (the trace's times go with
+                        # the report, so it is sent when tracing).
+                        self._reported.add(pid)
                     self._kill_job(pid)
         finally:
             for fd in fds:
@@ -334,10 +340,30 @@ class Zygote:
             return
         ns = self._slot_ns.get(-1 - key)
         if ns is not None:
-            try:
-                ns.sweep()  # kills every process of the slot's namespace
-            except OSError:
-                self._drop_slot(-1 - key)
+            self._sweep_ns(-1 - key, ns)  # kills every process of the slot's namespace
+
+    def _sweep_ns(self, slot: int, ns: slot_ns.SlotNs) -> None:
+        """Ask the slot's init to sweep, and to fork the slot's next child right after (one
+        message, not a sweep and then a fork) unless it has one."""
+        mine: socket.socket | None = None
+        theirs: socket.socket | None = None
+        if slot not in self._ready:
+            mine, theirs = protocol.socketpair()
+        try:
+            sent = ns.sweep(theirs)
+        except OSError:
+            if mine is not None:
+                mine.close()
+            self._drop_slot(slot)
+            return
+        finally:
+            if theirs is not None:
+                theirs.close()
+        if mine is not None:
+            if sent:
+                self._ready[slot] = (self._slot_key(slot), mine)
+            else:
+                mine.close()
 
     def _on_slot(self, slot: int) -> None:
         while True:
@@ -544,10 +570,7 @@ class Zygote:
             self._send_reaped(reaped)
             return
         self._after_sweep[slot] = reaped
-        try:
-            ns.sweep()
-        except OSError:
-            self._drop_slot(slot)
+        self._sweep_ns(slot, ns)
 
     def _report_exited(self, pid: int, job_id: str, status: int, said: _Said) -> None:
         status, setup_error = _job_report(said, status)
