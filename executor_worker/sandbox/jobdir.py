@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from executor_worker.sandbox.api import SandboxJob
-from executor_worker.sandbox.jobfiles import write_job_files
+from executor_worker.sandbox.jobfiles import RESERVED, ours_to_rewrite, write_job_files
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,7 @@ def remove_plain_job_dir(path: Path, keep: bool = False) -> bool:
     """The common case, cheap enough for the event loop: a directory holding only the files
     we wrote (and regular files). False if anything else is there: then the caller removes
     it with :func:`remove_job_dir`, which copes with whatever the job left. ``keep``: empty
-    it, but keep the directory (a slot's)."""
+    it but for our own job files, and keep the directory (a slot's, see slot_dir)."""
     try:
         top = os.open(path, _DIR_FLAGS)
     except OSError:
@@ -100,6 +100,8 @@ def remove_plain_job_dir(path: Path, keep: bool = False) -> bool:
         if len(names) > 16:
             return False
         for name in names:
+            if keep and _kept(top, os.fsencode(name)):
+                continue
             os.unlink(name, dir_fd=top)  # a directory raises (EISDIR/EPERM): the slow path
         if not keep:
             os.rmdir(path)
@@ -154,11 +156,25 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def empty_job_dir(path: Path) -> None:
-    """Remove everything in a job's directory, whatever the job left, but the directory
-    (a slot's: see slot_dir); as :func:`remove_job_dir` does, but this one raises if it
-    cannot (the caller must not give the directory to another job then)."""
+    """Remove everything in a slot's directory (see slot_dir), whatever the job left, but
+    our own job files (rewritten for the next job) and the directory; as
+    :func:`remove_job_dir` does, but this one raises if it cannot (the caller must not give
+    the directory to another job then)."""
     _unlock(os.fspath(path))
-    _empty_tree(os.fspath(path))
+    _empty_tree(os.fspath(path), keep=True)
+
+
+_RESERVED = frozenset(os.fsencode(name) for name in RESERVED)
+
+
+def _kept(top: int, name: bytes) -> bool:
+    """One of our job files, still ours: it stays in a slot's directory."""
+    if name not in _RESERVED:
+        return False
+    try:
+        return ours_to_rewrite(os.stat(name, dir_fd=top, follow_symlinks=False))
+    except OSError:
+        return False
 
 
 def remove_job_dir(path: Path) -> None:
@@ -189,12 +205,12 @@ def _remove_tree(path: str) -> None:
     os.rmdir(path)
 
 
-def _empty_tree(path: str) -> None:
+def _empty_tree(path: str, keep: bool = False) -> None:
     top = os.open(path, _DIR_FLAGS)
     try:
         counter = 0
         while True:
-            names = _names(top)
+            names = [name for name in _names(top) if not (keep and _kept(top, name))]
             if not names:
                 break
             for name in names:

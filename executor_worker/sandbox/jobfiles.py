@@ -10,6 +10,7 @@ read only if the descriptor itself is a regular file with a single link.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -31,19 +32,42 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_REWRITE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def write_job_files(job_dir: Path, job: SandboxJob) -> None:
-    """main.py and inputs.json, as new files: whatever is in the way (a slot's directory is
-    emptied before its next job, a job's own is new) is neither followed nor overwritten."""
+def write_job_files(job_dir: Path, job: SandboxJob, rewrite: bool = False) -> None:
+    """main.py and inputs.json, as new files: whatever is in the way is neither followed
+    nor overwritten. ``rewrite``: a slot's directory, where they stay from job to job (the
+    job can neither write, remove nor replace them: see jobdir.SLOT_DIR_MODE), and are
+    rewritten, if they are still ours and only here: no inode is allocated and freed per
+    job (~0.2 ms a job on ext4 once its allocator has thousands of recently freed inodes
+    to skip, seen with perf)."""
     for name, text in (("main.py", job.code), ("inputs.json", json.dumps(job.inputs))):
-        data = memoryview(text.encode("utf-8"))
-        fd = os.open(job_dir / name, _NEW_FILE, 0o644)
+        encoded = text.encode("utf-8")
+        fd = _open_to_write(job_dir / name, rewrite)
         try:
+            data = memoryview(encoded)
             while data:
                 data = data[os.write(fd, data):]
+            if rewrite:
+                os.ftruncate(fd, len(encoded))
         finally:
             os.close(fd)
+
+
+def ours_to_rewrite(st: os.stat_result) -> bool:
+    """A file we wrote, as we left it: regular, ours, no other name (link) for it."""
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1
+
+
+def _open_to_write(path: Path, rewrite: bool) -> int:
+    if not rewrite:
+        return os.open(path, _NEW_FILE, 0o644)
+    fd = os.open(path, _REWRITE, 0o644)
+    if ours_to_rewrite(os.fstat(fd)):
+        return fd
+    os.close(fd)
+    raise FileExistsError(errno.EEXIST, "not ours to rewrite", os.fspath(path))
 
 
 def display_name(raw: bytes) -> str:

@@ -416,7 +416,7 @@ class ZygoteSandbox:
             try:
                 if self._arms:
                     job_dir = self._slot_dirs[slot]  # emptied for it: see _teardown
-                    write_job_files(job_dir, job)
+                    write_job_files(job_dir, job, rewrite=True)
                 else:
                     job_dir = make_job_dir(self._root, job, owner)
                 if trace is not None:

@@ -25,6 +25,7 @@ from executor_worker.sandbox import (
     build_sandbox,
 )
 from executor_worker.sandbox.jobdir import remove_job_dir
+from executor_worker.sandbox.jobfiles import RESERVED, ours_to_rewrite
 
 CANARY = f"canary-{uuid.uuid4().hex}"
 SECRET_ENV = {
@@ -44,10 +45,13 @@ class Harness:
 
     def left_behind(self) -> list[Path]:
         """What the finished jobs left in the job root: nothing, but for the slots' own
-        directories (ZygoteSandbox.slot_dirs), which must be empty between jobs."""
+        directories (ZygoteSandbox.slot_dirs), which hold nothing between jobs but our
+        own job files, as we wrote them (rewritten for the next job)."""
         kept = self.sandbox.slot_dirs()
         for path in kept:
-            assert list(path.iterdir()) == [], f"a slot's directory is not empty: {path}"
+            for entry in path.iterdir():
+                assert entry.name in RESERVED, f"a job left {entry} in its slot's directory"
+                assert ours_to_rewrite(entry.lstat()), f"{entry} is not ours as we left it"
         return [path for path in self.work_dir.iterdir() if path not in kept]
 
     async def run(self, code: str, **job: Any) -> SandboxOutcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -331,6 +332,8 @@ SLOT_PLANT = SET_COMM + (
     "attempt('fifo', os.mkfifo, 'fifo-left-by-a')\n"
     "attempt('symlink', os.symlink, '/etc/passwd', 'link-left-by-a')\n"
     "attempt('unlink main.py', os.unlink, 'main.py')\n"
+    "attempt('write main.py', lambda: open('main.py', 'a').write('left-by-a'))\n"
+    "attempt('link main.py', os.link, 'main.py', 'linked-left-by-a')\n"
     "attempt('replace inputs.json', os.rename, 'locked', 'inputs.json')\n"
     "print('shm', libc.shmget(0x5107, 4096, 0o1666))\n"  # IPC_CREAT | 0666
     "print('msg', libc.msgget(0x5107, 0o1666))\n"
@@ -351,6 +354,8 @@ SLOT_CHECK = SET_COMM + (
     "print('xattrs', os.listxattr('.'))\n"
     "print('here', sorted(os.listdir('.')))\n"
     "print('inputs', open('inputs.json').read())\n"
+    "import hashlib\n"
+    "print('main', hashlib.sha256(open('main.py', 'rb').read()).hexdigest())\n"
     "for d in ('/tmp', '/var/tmp', '/dev/shm'):\n"
     "    try:\n"
     "        print(d, sorted(os.listdir(d)))\n"
@@ -405,6 +410,8 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
             assert "xattrs []" in out.splitlines(), out
             assert "here ['inputs.json', 'main.py']" in out.splitlines(), out
             assert 'inputs {"check": 1}' in out.splitlines(), out
+            own = hashlib.sha256(SLOT_CHECK.encode()).hexdigest()
+            assert f"main {own}" in out.splitlines(), out  # its own code, nothing left
             await sandbox.settle()
         uid_of = [line for line in (planted.stdout + checked.stdout).splitlines()
                   if line.startswith("uid ")]
