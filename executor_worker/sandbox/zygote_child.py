@@ -176,12 +176,18 @@ class SlotAhead:
         """The slot's private tmpfs were mounted anew (namespaces.reset_slot)."""
         if self.rules is not None:
             self.rules.reopen_read_write()
+            self._drop_ruleset()  # its rules are for the old ones
+
+    def _drop_ruleset(self) -> None:
+        if self.next_ruleset >= 0:
+            os.close(self.next_ruleset)
+            self.next_ruleset = -1
 
     def before_fork(self) -> tuple[int, ...]:
         """What the next job process finds ready (see prepare): its Prepared, with its
         Landlock ruleset (all but its job directory; the init keeps the descriptors of the
         rules' paths) and its ``__main__``. Returns the descriptors it keeps."""
-        if self.rules is not None:
+        if self.rules is not None and self.next_ruleset < 0:
             self.next_ruleset = self.rules.ruleset()
         # The job process's parent is this init: its pid there is ours here.
         self.next = Prepared(ruleset=self.next_ruleset, baseline_vm=self.baseline_vm,
@@ -191,9 +197,12 @@ class SlotAhead:
         return (self.next_ruleset,) if self.next_ruleset >= 0 else ()
 
     def after_fork(self) -> None:
-        if self.next_ruleset >= 0:
-            os.close(self.next_ruleset)
-            self.next_ruleset = -1
+        # Armed, every job of the slot has the same rules (its directory is the slot's): one
+        # ruleset serves them all (a job process enforces it, and closes its copy, before
+        # its job runs; a domain once made never changes). Else each job process adds its
+        # own directory to a ruleset of its own.
+        if not self.job_dir:
+            self._drop_ruleset()
 
 
 #: Set in a slot's init (prepare_slot_init); job processes find it there after the fork.

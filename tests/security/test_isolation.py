@@ -418,3 +418,34 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
         assert len(uid_of) == 2 and uid_of[0] == uid_of[1], uid_of  # the same slot
     finally:
         await sandbox.close()
+
+
+WRITE_PRIVATE_DIRS = (
+    "for d in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+    "    if os.path.isdir(d):\n"
+    "        with open(f'{d}/written', 'w') as fh:\n"
+    "            fh.write('x')\n"
+    "        print(d, 'written')\n"
+)
+
+
+async def test_a_slots_private_directories_stay_writable_job_after_job(
+    secrets: Path, work_dir: Path
+) -> None:
+    """Every job that writes to a private tmpfs gets it replaced before the slot's next job
+    (see the slot-reuse test); the Landlock rules made for the old ones must not outlive
+    them, or the next job could no longer write where every job may."""
+    sandbox = build_sandbox(settings_for(work_dir, concurrency=1))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()
+    try:
+        box = Harness(sandbox, sandbox.job_root, secrets)
+        first = await box.run("import os\n" + WRITE_PRIVATE_DIRS)
+        assert first.status == "succeeded", first
+        for _ in range(4):  # both slots, twice
+            await sandbox.settle()
+            again = await box.run("import os\n" + WRITE_PRIVATE_DIRS)
+            assert again.status == "succeeded", again
+            assert again.stdout == first.stdout, (first.stdout, again.stdout)
+    finally:
+        await sandbox.close()
