@@ -118,7 +118,9 @@ class Zygote:
 
     @property
     def arms(self) -> bool:
-        """Whether the supervisor should make each slot's next job directory ahead."""
+        """Whether each slot keeps one directory for all its jobs, and its job processes
+        are armed as they are forked (the supervisor then opens the slots' directories to
+        their groups and empties them between jobs)."""
         return self._arms
 
     def serve(self) -> None:
