@@ -18,34 +18,21 @@ log = structlog.get_logger(__name__)
 
 
 def make_job_dir(root: Path, job: SandboxJob, owner: int | None) -> Path:
-    """A fresh 0700 directory holding main.py and inputs.json.
+    """A fresh 0700 directory holding main.py and inputs.json (where slots keep no
+    directory of their own: see slot_dir).
 
     With per-slot uids the directory is handed to the job's uid (the files stay the worker's,
     readable); otherwise it stays the worker's and Landlock confines the job to it.
     """
-    job_dir = new_job_dir(root, owner)
-    fill_job_dir(job_dir, job)
-    return job_dir
-
-
-def new_job_dir(root: Path, owner: int | None) -> Path:
-    """A fresh, empty 0700 directory (see make_job_dir), e.g. made ahead of its job."""
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=root))
     try:
         if owner is not None:
             os.chown(job_dir, owner, owner)
-    except BaseException:
-        remove_job_dir(job_dir)
-        raise
-    return job_dir
-
-
-def fill_job_dir(job_dir: Path, job: SandboxJob) -> None:
-    try:
         write_job_files(job_dir, job)
     except BaseException:
         remove_job_dir(job_dir)
         raise
+    return job_dir
 
 
 #: A slot directory's mode: the job's group may create and remove its own entries; only

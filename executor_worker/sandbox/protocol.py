@@ -39,13 +39,7 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
 
 
 def send(sock: socket.socket, message: Message, fds: list[int] | tuple[int, ...] = ()) -> None:
-    data = json.dumps(message, separators=(",", ":")).encode()
-    if len(data) > MAX_MESSAGE:
-        raise ValueError(f"control message too large ({len(data)} bytes)")
-    if fds:
-        socket.send_fds(sock, [data], list(fds))
-    else:
-        sock.send(data)
+    _send_datagram(sock, json.dumps(message, separators=(",", ":")).encode(), fds)
 
 
 def send_to_child(sock: socket.socket, message: Message,
@@ -54,7 +48,10 @@ def send_to_child(sock: socket.socket, message: Message,
     parent's: ~2.5 us each here), and decoding JSON writes ~50 of them (json's Python layer,
     its regex, the scanner) where ``marshal.loads`` is one C call. Only ever decoded by a
     child, from its zygote, before any job code runs: the zygote itself never unmarshals."""
-    data = marshal.dumps(message)
+    _send_datagram(sock, marshal.dumps(message), fds)
+
+
+def _send_datagram(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, ...]) -> None:
     if len(data) > MAX_MESSAGE:
         raise ValueError(f"control message too large ({len(data)} bytes)")
     if fds:
