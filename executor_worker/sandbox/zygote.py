@@ -440,7 +440,8 @@ class ZygoteSandbox:
                     await reaped
                 if trace is not None:
                     trace["t_reap_seen"] = time.monotonic_ns()
-                if job_dir is not None and job_dir is self._slot_dirs.get(slot):
+                if job_dir is not None and job_dir == self._slot_dirs.get(slot):
+                    # Also after a zygote restart: the slot's directory is the same one.
                     freed = await self._empty_slot_dir(slot, job_dir)
                 elif job_dir is not None and not remove_plain_job_dir(job_dir):
                     # Whatever the job left (depth, modes, many files): in a thread, so the

@@ -3,6 +3,7 @@ reports the layers it really has, and still contains attacks when degraded."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -19,7 +20,7 @@ from executor_worker.sandbox import (
     build_sandbox,
 )
 from executor_worker.sandbox.levels import missing
-from tests.security.conftest import CANARY, assert_no_secrets, settings_for
+from tests.security.conftest import CANARY, Harness, assert_no_secrets, settings_for
 
 pytestmark = pytest.mark.security
 
@@ -162,6 +163,39 @@ async def test_zygote_restarts_after_it_dies(work_dir: Path) -> None:
             except SandboxUnavailable:
                 continue  # the loss surfaces as a transient error, then a new zygote
         assert outcome is not None and outcome.stdout == "5\n"
+    finally:
+        await sandbox.close()
+
+
+async def test_a_zygote_lost_mid_job_leaves_every_slot_clean(secrets: Path, work_dir: Path) -> None:
+    """The zygote dies while a job that wrote to its directory runs: that job fails, and
+    the new zygote's jobs, in every slot (a slot may keep its directory), find nothing of
+    it; between jobs the slots' directories hold our files only."""
+    sandbox = build_sandbox(settings_for(work_dir, concurrency=1))
+    assert isinstance(sandbox, ZygoteSandbox)
+    await sandbox.start()
+    try:
+        running = asyncio.ensure_future(sandbox.run(SandboxJob(
+            job_id="long", timeout_s=20,
+            code="open('left-behind', 'w').write('x')\nprint('wrote', flush=True)\n"
+                 "import time\ntime.sleep(30)")))
+        await asyncio.sleep(1.0)
+        assert sandbox.zygote_pid is not None
+        os.kill(sandbox.zygote_pid, 9)
+        with pytest.raises(SandboxUnavailable):
+            await running
+        listings = []
+        for _ in range(8):
+            try:
+                outcome = await sandbox.run(SandboxJob(
+                    job_id="after", code="import os\nprint(sorted(os.listdir('.')))"))
+            except SandboxUnavailable:
+                continue  # the loss surfaces as a transient error, then a new zygote
+            listings.append(outcome.stdout)
+        assert len(listings) >= 4, listings  # both slots, twice
+        assert set(listings) == {"['inputs.json', 'main.py']\n"}, listings
+        await sandbox.settle()
+        assert Harness(sandbox, sandbox.job_root, secrets).left_behind() == []
     finally:
         await sandbox.close()
 
