@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,8 +16,19 @@ from executor_worker.sandbox import protocol
 from executor_worker.sandbox.zygote_child import _decode_inputs
 
 
-def test_messages_to_a_child_arrive_whole_with_their_descriptors() -> None:
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """The zygote's end and the child's end of a child's channel."""
     zygote, child = protocol.socketpair()
+    yield zygote, child
+    zygote.close()
+    child.close()
+
+
+def test_messages_to_a_child_arrive_whole_with_their_descriptors(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    zygote, child = pair
     r, w = os.pipe()
     try:
         message = {"op": "run", "id": "k", "dir": "/tmp/j-1", "slot": 3,
@@ -37,43 +49,39 @@ def test_messages_to_a_child_arrive_whole_with_their_descriptors() -> None:
     finally:
         os.close(r)
         os.close(w)
-        child.close()
 
 
-def test_a_child_reads_from_a_bare_c_socket_too() -> None:
+def test_a_child_reads_from_a_bare_c_socket_too(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     import _socket
 
-    zygote, child = protocol.socketpair()
+    zygote, child = pair
     bare = _socket.socket(fileno=child.detach())
     try:
         protocol.send_to_child(zygote, {"op": "arm", "dir": "/d", "slot": 1})
         assert protocol.recv_from_zygote(bare) == ({"op": "arm", "dir": "/d", "slot": 1}, [])
     finally:
         bare.close()
-        zygote.close()
 
 
-def test_oversized_messages_are_refused_before_sending() -> None:
-    zygote, child = protocol.socketpair()
-    try:
-        with pytest.raises(ValueError, match="too large"):
-            protocol.send_to_child(zygote, {"op": "arm", "dir": "x" * protocol.MAX_MESSAGE})
-    finally:
-        zygote.close()
-        child.close()
+def test_oversized_messages_are_refused_before_sending(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    zygote, _ = pair
+    with pytest.raises(ValueError, match="too large"):
+        protocol.send_to_child(zygote, {"op": "arm", "dir": "x" * protocol.MAX_MESSAGE})
 
 
-def test_the_confined_report_is_the_json_the_zygote_reads() -> None:
-    zygote, child = protocol.socketpair()
-    try:
-        times = {"t_forked": 11, "t_prepared": 12, "t_armed": 13}
-        os.write(child.fileno(), protocol.confined(100, 200, times))
-        message, fds = protocol.recv(zygote)
-        assert fds == []
-        assert message == {"op": "confined", "t_received": 100, "t": 200, "times": times}
-    finally:
-        zygote.close()
-        child.close()
+def test_the_confined_report_is_the_json_the_zygote_reads(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    zygote, child = pair
+    times = {"t_forked": 11, "t_prepared": 12, "t_armed": 13}
+    os.write(child.fileno(), protocol.confined(100, 200, times))
+    message, fds = protocol.recv(zygote)
+    assert fds == []
+    assert message == {"op": "confined", "t_received": 100, "t": 200, "times": times}
 
 
 @pytest.mark.parametrize("value", [
@@ -108,11 +116,7 @@ def test_malformed_inputs_fail_as_json_loads_fails(data: bytes) -> None:
         _decode_inputs(data)
 
 
-def test_a_socketpair_is_seqpacket() -> None:
+def test_a_socketpair_is_seqpacket(pair: tuple[socket.socket, socket.socket]) -> None:
     # Message boundaries are what lets recv_from_zygote read one message per call.
-    zygote, child = protocol.socketpair()
-    try:
-        assert zygote.type == socket.SOCK_SEQPACKET
-    finally:
-        zygote.close()
-        child.close()
+    zygote, _ = pair
+    assert zygote.type == socket.SOCK_SEQPACKET
