@@ -421,11 +421,15 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
 
 
 WRITE_PRIVATE_DIRS = (
+    # Each is the job's own unless the host keeps it (a checkout or venv under /tmp keeps
+    # the host's /tmp, which the job may not write): what one job may write, all may.
     "for d in ('/tmp', '/var/tmp', '/dev/shm'):\n"
-    "    if os.path.isdir(d):\n"
+    "    try:\n"
     "        with open(f'{d}/written', 'w') as fh:\n"
     "            fh.write('x')\n"
     "        print(d, 'written')\n"
+    "    except OSError as exc:\n"
+    "        print(d, 'refused', exc.errno)\n"
 )
 
 
@@ -442,6 +446,8 @@ async def test_a_slots_private_directories_stay_writable_job_after_job(
         box = Harness(sandbox, sandbox.job_root, secrets)
         first = await box.run("import os\n" + WRITE_PRIVATE_DIRS)
         assert first.status == "succeeded", first
+        private = {"/var/tmp written", "/dev/shm written"} & set(first.stdout.splitlines())
+        assert private, first.stdout  # a private tmpfs was written: the next sweep replaces it
         for _ in range(4):  # both slots, twice
             await sandbox.settle()
             again = await box.run("import os\n" + WRITE_PRIVATE_DIRS)
