@@ -51,7 +51,8 @@ class EventHubsPublisher(AsyncResource):
         batch = await producer.create_batch(partition_key=key)
         for event in group:
             data = EventData(event.body)
-            data.properties = {k: v for k, v in event.properties.items()}
+            if event.properties:
+                data.properties = {k: v for k, v in event.properties.items()}
             try:
                 batch.add(data)
                 continue
