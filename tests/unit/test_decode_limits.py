@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import MAX_BODY_BYTES, MAX_JSON_DEPTH, DecodeError, ExecutionRequest, decode_event
+from schemas.codec import _parse, check_json_shape
 from tests.contract.test_every_event_ends import hostile_bodies
 
 
@@ -52,3 +53,56 @@ def test_bodies_the_parser_or_the_models_would_choke_on(body: bytes, match: str)
 def test_a_plain_request_still_decodes() -> None:
     event = decode_event(json.dumps({"code": "print(1)", "inputs": {"a": [1, 2]}}).encode())
     assert isinstance(event, ExecutionRequest) and event.inputs == {"a": [1, 2]}
+
+
+# Strings with lone surrogates, backslashes, braces and brackets: what the text check reads.
+_text = st.text(st.one_of(st.characters(exclude_categories=()), st.sampled_from("\\{}[]u")))
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=40)
+
+
+def _bodies(value: object) -> list[bytes | str]:
+    """One value as producers may send it: escaped or raw, str or bytes in every encoding
+    json.loads reads, with a BOM, with surrogates encoded (as json.loads accepts them)."""
+    out: list[bytes | str] = []
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        out += [text, text.encode("utf-8", "surrogatepass"), b"\xef\xbb\xbf" + text.encode(
+            "utf-8", "surrogatepass"), text.encode("utf-16", "surrogatepass"),
+            text.encode("utf-32-le", "surrogatepass")]
+    return out
+
+
+def _deep(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(_json_values, st.integers(MAX_JSON_DEPTH - 2, MAX_JSON_DEPTH + 2).map(_deep)))
+def test_the_text_check_passes_only_what_the_walk_passes(value: object) -> None:
+    for body in _bodies(value):
+        raw, plain = _parse(body)
+        assert raw == json.loads(body) or raw != raw  # NaN aside, the same value
+        if plain:
+            check_json_shape(raw)  # raises if the text check let through what it refuses
+
+
+@pytest.mark.parametrize("body", [
+    b'{"code": "x", "inputs": {"a": "\\ud800"}}',  # an escape that makes a lone surrogate
+    b'{"code": "x", "inputs": "\xed\xa0\x80"}',  # a surrogate encoded (surrogatepass)
+    '{"code": "x", "inputs": "\ud800"}',  # a str body holding one
+    ('{"code": "x", "inputs": ' + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH + "}").encode(),
+])
+def test_bodies_the_text_check_leaves_to_the_walk_are_still_refused(body: bytes | str) -> None:
+    assert _parse(body)[1] is False
+    with pytest.raises(DecodeError, match=r"not valid Unicode|nested deeper"):
+        decode_event(body)
+
+
+def test_a_plain_body_needs_no_walk() -> None:
+    body = json.dumps({"code": "print({'a': [1]})", "inputs": {"n": [1, 2]}}).encode()
+    assert _parse(body) == (json.loads(body), True)
