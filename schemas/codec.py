@@ -135,9 +135,9 @@ def check_json_shape(value: object, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Refuse a parsed JSON value nested deeper than ``max_depth`` or holding strings
     that are not valid Unicode. Iterative: the value's own depth cannot exhaust the stack.
 
-    Every event's body goes through here: a first walk only answers yes or no (building
-    each field's path cost ~8 us of the processor's ~30 us per event); a refused value is
-    walked again to say where."""
+    Every body the text check of :func:`_parse` cannot clear goes through here: a first
+    walk only answers yes or no (building each field's path cost ~8 us of the processor's
+    ~30 us per event); a refused value is walked again to say where."""
     if not _shape_ok(value, max_depth):
         _refuse_shape(value, max_depth)
 
