@@ -334,3 +334,26 @@ async def test_checkpoints_are_batched_not_per_event(bus_factory: BusFactory) ->
         "llmexec_checkpoints_total", {"worker": "test", "hub": HUBS.requests})
     assert writes is not None and 1 <= writes <= 6, writes
     assert list((await checkpoints(bus)).values()) == [499]
+
+
+async def test_a_request_without_an_id_gets_its_position_s_id_again_when_redelivered(
+    bus_factory: BusFactory,
+) -> None:
+    bus = bus_factory()
+    await bus.publisher().publish(HUBS.requests, [
+        OutgoingEvent(b'{"code": "print(1)"}', partition_key="k"),
+        OutgoingEvent(b'{"code": "print(2)", "request_id": "own"}', partition_key="k")])
+    seen: list[list[str]] = []
+    for owner in ("p1", "p2"):  # the second reads the same events again, from the start
+        handler = ScriptedHandler()
+        proc = Processor(name="test", bus=bus, hub=HUBS.requests, consumer_group=owner,
+                         handler=handler, accepts=frozenset({"request"}),
+                         deadletter_hub=HUBS.deadletter, settings=settings(), owner_id=owner)
+        task = asyncio.create_task(proc.run())
+        await eventually(lambda h=handler: len(h.finished) == 2, what="both requests")  # type: ignore[misc]
+        await proc.stop()
+        await task
+        seen.append(handler.finished)
+    derived, own = seen[0]
+    assert own == "own" and derived not in ("", "own") and len(derived) == 32
+    assert seen[1] == seen[0]
