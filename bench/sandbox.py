@@ -185,7 +185,7 @@ def bare_throughput(python: str, jobs: int, width: int) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # p99 of 1,000 is the 10th slowest: of 200 it would be the 2nd, mostly noise.
+    # The p99 of 1,000 runs is the 11th slowest; of 200 it would be the 3rd, mostly noise.
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=600, help="jobs for the throughput run")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
