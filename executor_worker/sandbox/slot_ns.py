@@ -178,6 +178,7 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
         namespaces.bind_job_tmp(plan)
     # What /tmp is between jobs: the host's, or the slot's directory bound for good.
     tmp_before = namespaces.tmp_identity()
+    private = plan.private_dirs()  # mounted by enter(): the same for the init's life
     if ahead_filter is not None:
         # What it spares is what we still need (mount, umount2, kill(-1)) and what the job
         # process needs to confine itself; the job process loads the final filter last.
@@ -209,7 +210,7 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
                 _reap(job, ctrl, block=True, kill=True)
                 # The job's processes lived in our mount namespace: undo what they left in
                 # it (a failure ends this init, and the zygote drops the slot).
-                if namespaces.reset_slot(plan, tmp_before):
+                if namespaces.reset_slot(plan, tmp_before, private):
                     prepared.after_reset()
             if data in (FORK, SWEEP) and len(fds) == 1:
                 # After a sweep, the slot's next job process comes with it: one message.

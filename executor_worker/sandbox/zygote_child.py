@@ -184,11 +184,14 @@ class SlotAhead:
         rules' paths) and its ``__main__``. Returns the descriptors it keeps."""
         if self.rules is not None and self.next_ruleset < 0:
             self.next_ruleset = self.rules.ruleset()
-        # The job process's parent is this init: its pid there is ours here.
-        self.next = Prepared(ruleset=self.next_ruleset, baseline_vm=self.baseline_vm,
-                             zygote_pid=os.getpid(), environment=self.environment,
-                             armed_dir=self.job_dir, armed_slot=self.slot,
-                             armed_home=self.environment if self.job_dir else "")
+        if not (self.job_dir and self.next.zygote_pid and self.next.ruleset == self.next_ruleset):
+            # Armed, the same record serves every job process of the slot: each one writes
+            # only its own copy of it (its times, its __main__), never ours.
+            # The job process's parent is this init: its pid there is ours here.
+            self.next = Prepared(ruleset=self.next_ruleset, baseline_vm=self.baseline_vm,
+                                 zygote_pid=os.getpid(), environment=self.environment,
+                                 armed_dir=self.job_dir, armed_slot=self.slot,
+                                 armed_home=self.environment if self.job_dir else "")
         return (self.next_ruleset,) if self.next_ruleset >= 0 else ()
 
     def after_fork(self) -> None:

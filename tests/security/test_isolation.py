@@ -345,6 +345,13 @@ SLOT_PLANT = SET_COMM + (
     "    set_comm('slotleft-sec')\n"
     "    time.sleep(60)\n"
     "    os._exit(0)\n"
+    # The interpreter state the slot's job processes share at their fork: the job's own
+    # __main__ (made by the slot's init, the same record for every job of the slot), a
+    # module every job finds imported, and a builtin.
+    "import __main__, builtins, json\n"
+    "__main__.main_left_by_a = 1\n"
+    "json.left_by_a = 1\n"
+    "builtins.left_by_a = 1\n"
     "print('uid', os.getuid())\n"
 )
 SLOT_CHECK = SET_COMM + (
@@ -371,6 +378,9 @@ SLOT_CHECK = SET_COMM + (
     "        except OSError:\n"
     "            pass\n"
     "print('procs', comms)\n"
+    "import __main__, builtins, json\n"
+    "print('state', sorted(n for n in (*vars(__main__), *vars(json), *vars(builtins))\n"
+    "                      if 'left_by' in n))\n"
     "print('uid', os.getuid())\n"
 )
 
@@ -408,6 +418,7 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
             # Its directory is as new: the mode it had, no attribute, our two files only.
             assert mode_before in out.splitlines(), (mode_before, out)
             assert "xattrs []" in out.splitlines(), out
+            assert "state []" in out.splitlines(), out  # no interpreter state carried over
             assert "here ['inputs.json', 'main.py']" in out.splitlines(), out
             assert 'inputs {"check": 1}' in out.splitlines(), out
             own = hashlib.sha256(SLOT_CHECK.encode()).hexdigest()
