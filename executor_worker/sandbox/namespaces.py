@@ -129,13 +129,13 @@ _MAX_TMP_BINDS = 8
 
 
 def reset_slot(plan: NamespacePlan, tmp_before: tuple[int, int],
-               private: tuple[str, ...] | None = None) -> bool:
+               private: tuple[str, ...]) -> bool:
     """In the slot's init, once every process of the last job is gone: take that job's
     directory off /tmp (``tmp_before``: what /tmp was before any job) and replace each
     private tmpfs the job wrote to with an empty one, so nothing one job wrote meets the
     next. True if a private tmpfs was replaced. Raises if /tmp cannot be restored: the
     zygote then drops the slot (its namespaces go with it). ``private``: the plan's
-    private directories as :func:`enter` mounted them (the init learns them once)."""
+    private directories, as :func:`enter` mounted them (the init learns them once)."""
     if not plan.mount:
         return False
     for _ in range(_MAX_TMP_BINDS):
@@ -146,7 +146,7 @@ def reset_slot(plan: NamespacePlan, tmp_before: tuple[int, int],
         raise RuntimeError("/tmp of the slot still shows a job's directory")
     nodev = linux.MS_NOSUID | linux.MS_NODEV
     replaced = False
-    for directory in plan.private_dirs() if private is None else private:
+    for directory in private:
         # Empty and root-owned 1777 (only the owner could change its mode): nothing to
         # carry over, and most jobs never write there. Else a fresh tmpfs.
         if not os.listdir(directory):

@@ -149,7 +149,6 @@ class SlotAhead:
         self.job_dir = job_dir or ""
         self.rules: landlock.HeldRules | None = None
         self.next_ruleset = -1  # made by before_fork, inherited by the job process
-        self.next = Prepared()
         if plan.landlock_abi and plan.landlock_policy is not None:
             # The private tmpfs mounts exist only in the slot's mount namespace; the slot's
             # directory is our working directory (its path may be hidden by the bind).
@@ -166,6 +165,14 @@ class SlotAhead:
         # A job process maps what its init mapped; what it adds before its job counts
         # towards the job's RLIMIT_AS budget (a few pages).
         self.baseline_vm = _mapped_bytes()
+        self.next = self._record()
+
+    def _record(self) -> Prepared:
+        # The job process's parent is this init: its pid there is ours here.
+        return Prepared(ruleset=self.next_ruleset, baseline_vm=self.baseline_vm,
+                        zygote_pid=os.getpid(), environment=self.environment,
+                        armed_dir=self.job_dir, armed_slot=self.slot,
+                        armed_home=self.environment if self.job_dir else "")
 
     def after_reset(self) -> None:
         """The slot's private tmpfs were mounted anew (namespaces.reset_slot)."""
@@ -184,14 +191,11 @@ class SlotAhead:
         rules' paths) and its ``__main__``. Returns the descriptors it keeps."""
         if self.rules is not None and self.next_ruleset < 0:
             self.next_ruleset = self.rules.ruleset()
-        if not (self.job_dir and self.next.zygote_pid and self.next.ruleset == self.next_ruleset):
-            # Armed, the same record serves every job process of the slot: each one writes
-            # only its own copy of it (its times, its __main__), never ours.
-            # The job process's parent is this init: its pid there is ours here.
-            self.next = Prepared(ruleset=self.next_ruleset, baseline_vm=self.baseline_vm,
-                                 zygote_pid=os.getpid(), environment=self.environment,
-                                 armed_dir=self.job_dir, armed_slot=self.slot,
-                                 armed_home=self.environment if self.job_dir else "")
+        if not self.job_dir or self.next.ruleset != self.next_ruleset:
+            # Armed, one record serves every job process of the slot until its ruleset is
+            # made anew: each one writes only its own copy of it (its times, its
+            # __main__), never ours.
+            self.next = self._record()
         return (self.next_ruleset,) if self.next_ruleset >= 0 else ()
 
     def after_fork(self) -> None:

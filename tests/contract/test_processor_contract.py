@@ -61,8 +61,9 @@ class ScriptedHandler:
 
 
 def make_processor(bus: Bus, handler: Callable[..., object], *, owner: str = "p1",
-                   metrics: PipelineMetrics | None = None, **kw: float) -> Processor:
-    return Processor(name="test", bus=bus, hub=HUBS.requests, consumer_group="workers",
+                   metrics: PipelineMetrics | None = None, group: str = "workers",
+                   **kw: float) -> Processor:
+    return Processor(name="test", bus=bus, hub=HUBS.requests, consumer_group=group,
                      handler=handler, accepts=frozenset({"request"}),  # type: ignore[arg-type]
                      deadletter_hub=HUBS.deadletter, settings=settings(**kw), owner_id=owner,
                      metrics=metrics)
@@ -346,9 +347,7 @@ async def test_a_request_without_an_id_gets_its_position_s_id_again_when_redeliv
     seen: list[list[str]] = []
     for owner in ("p1", "p2"):  # the second reads the same events again, from the start
         handler = ScriptedHandler()
-        proc = Processor(name="test", bus=bus, hub=HUBS.requests, consumer_group=owner,
-                         handler=handler, accepts=frozenset({"request"}),
-                         deadletter_hub=HUBS.deadletter, settings=settings(), owner_id=owner)
+        proc = make_processor(bus, handler, owner=owner, group=owner)
         task = asyncio.create_task(proc.run())
         await eventually(lambda h=handler: len(h.finished) == 2, what="both requests")  # type: ignore[misc]
         await proc.stop()
