@@ -44,14 +44,21 @@ class HeavyJobStates:
             else:
                 self._pending_since.pop(name, None)
 
+    def drop(self, names: Iterable[str]) -> None:
+        """Forget these Jobs: a watch that stopped, or a list that no longer has them."""
+        with self._lock:
+            for name in names:
+                self._state.pop(name, None)
+                self._pending_since.pop(name, None)
+
     def oldest_pending_s(self) -> float:
         with self._lock:
             oldest = min(self._pending_since.values(), default=None)
         return 0.0 if oldest is None else max(0.0, self._clock() - oldest)
 
-    def observe_job(self, kind: str, job: Mapping[str, Any]) -> None:
+    def observe_job(self, kind: str, job: Mapping[str, Any]) -> bool:
         """From a Job object: not started or no ready pod -> pending; a ready pod ->
-        running; finished or deleted -> gone."""
+        running; finished or deleted -> gone. True while the Job is counted."""
         name = str((job.get("metadata") or {}).get("name", ""))
         status = job.get("status") or {}
         done = kind == "DELETED" or status.get("succeeded") or status.get("failed") or any(
@@ -64,6 +71,11 @@ class HeavyJobStates:
             self.set(name, "running")
         else:
             self.set(name, "pending", _created(job))
+        return not done
+
+    def names(self) -> set[str]:
+        with self._lock:
+            return set(self._state)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -68,6 +68,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRICT = "Strict"  # fieldValidation: unknown or duplicate fields are an error, not dropped
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 _END = object()
+_LISTED = "LISTED"  # after a list: the names it held (a Job kind of our own)
 #: First pause before the watch lists again after a failure; doubles per failure in a row.
 _WATCH_RETRY_S = 0.05
 
@@ -88,6 +89,7 @@ class KubernetesJobRunner:
         self._closed = threading.Event()
         self._queue: asyncio.Queue[Any] | None = None
         self._mine: set[str] = set()  # Jobs this replica claimed and is reporting
+        self._counted: set[str] = set()  # Jobs this watch put in llmexec_heavy_jobs
         self._listed_ok = False
         self._api = api
         self._minor: int | None = None  # the API server's 1.x, read on first use
@@ -149,6 +151,9 @@ class KubernetesJobRunner:
 
     async def close(self) -> None:
         self._closed.set()
+        # What a stopped watch saw is nobody's view any more: out of the gauge.
+        observe.HEAVY_JOBS.drop(self._counted)
+        self._counted.clear()
         if self._queue is not None:
             self._queue.put_nowait(_END)
 
@@ -214,6 +219,10 @@ class KubernetesJobRunner:
             if item is _END:
                 return
             kind, job = item
+            if kind == _LISTED:  # Jobs gone while the watch was down left no DELETED
+                observe.HEAVY_JOBS.drop(self._counted - job)
+                self._counted &= job
+                continue
             try:
                 completion = await self._examine(kind, job)
             except (ApiException, urllib3.exceptions.HTTPError) as exc:
@@ -241,9 +250,12 @@ class KubernetesJobRunner:
                     self._ns, label_selector=SELECTOR, _preload_content=False))
                 self._listed_ok = True
                 failures = 0
-                for job in listing.get("items") or []:
+                items = listing.get("items") or []
+                for job in items:
                     if not put(("RESYNC", job)):
                         return
+                if not put((_LISTED, {_name(job) for job in items})):
+                    return
                 stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
                     self._batch.list_namespaced_job, self._ns, label_selector=SELECTOR,
                     resource_version=listing["metadata"]["resourceVersion"],
@@ -264,7 +276,10 @@ class KubernetesJobRunner:
 
     async def _examine(self, kind: str, job: dict[str, Any]) -> JobCompletion | None:
         name, meta = _name(job), job.get("metadata") or {}
-        observe.HEAVY_JOBS.observe_job(kind, job)  # observability: llmexec_heavy_jobs
+        if observe.HEAVY_JOBS.observe_job(kind, job):  # observability: llmexec_heavy_jobs
+            self._counted.add(name)
+        else:
+            self._counted.discard(name)
         ann = meta.get("annotations") or {}
         if ann.get(REPORTED) == "true" or kind in ("BOOKMARK", "ERROR"):
             return None

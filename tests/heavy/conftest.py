@@ -9,6 +9,7 @@ import pytest
 from kubernetes import client
 
 from executor_worker.heavy.kube import KubernetesJobRunner
+from executor_worker.observe import HEAVY_JOBS
 from executor_worker.settings import ExecutorSettings
 from pipeline.bus.ports import OutgoingEvent
 from schemas import ExecRoute, ExecutionCommand, HubNames, decode_event
@@ -67,3 +68,5 @@ async def runners(kube: FakeKubeApi) -> AsyncIterator[RunnerFactory]:
     for runner, api in factory.made:
         await runner.close()
         api.close()
+    # Closed runners leave nothing counted (the gauge is one per process).
+    assert HEAVY_JOBS.counts() == {"pending": 0, "running": 0}

@@ -12,9 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from executor_worker.handler import ExecutorWorker
 from executor_worker.heavy.contract import encode_record
+from executor_worker.heavy.kube import KubernetesJobRunner
 from executor_worker.heavy.reconciler import Reconciler
 from executor_worker.heavy.render import job_name
 from executor_worker.observe import HEAVY_JOBS, ExecutorMetrics
+from executor_worker.results import sandbox_job
 from executor_worker.sandbox import SandboxOutcome
 from tests.fakes.kube_api import FakeKubeApi
 from tests.fakes.spans import Trace, spans
@@ -57,3 +59,52 @@ async def test_submit_and_report_are_one_trace_and_the_gauge_follows_the_job(
     assert report.attributes and report.attributes["llmexec.status"] == "succeeded"
     assert registry.get_sample_value("llmexec_heavy_job_oldest_pending_seconds") == 0.0
     assert HEAVY_JOBS.counts() == {"pending": 0, "running": 0}
+
+
+async def _pending(runner: KubernetesJobRunner, publisher: ListPublisher,
+                   request_id: str) -> tuple[asyncio.Task[None], str]:
+    """A reconciler watching, and one Job of ``request_id`` submitted and counted pending."""
+    reconciling = asyncio.create_task(Reconciler(runner, publisher, HUBS).run())
+    cmd = command(request_id)
+    assert await runner.submit(cmd, sandbox_job(cmd, heavy_settings())) is None
+    name = job_name(request_id, 1)
+    async with asyncio.timeout(5):
+        while name not in HEAVY_JOBS.names():  # noqa: ASYNC110 (the watch thread)
+            await asyncio.sleep(0.02)
+    return reconciling, name
+
+
+async def test_a_closed_runner_leaves_nothing_in_the_gauge(runners: RunnerFactory) -> None:
+    """The gauge mirrors a watch; once the watch stops, its Jobs are nobody's view (a
+    closed runner left its pending Job counted for the rest of the process: seen in CI as
+    another test's gauge that never went back to 0)."""
+    runner = runners()
+    reconciling, name = await _pending(runner, ListPublisher(), "left-pending")
+    assert HEAVY_JOBS.counts()["pending"] == 1
+    await runner.close()
+    await asyncio.wait_for(reconciling, 5)
+    assert name not in HEAVY_JOBS.names()
+    assert HEAVY_JOBS.counts() == {"pending": 0, "running": 0}
+
+
+async def test_a_job_gone_while_the_watch_was_down_leaves_the_gauge_at_the_next_list(
+        kube: FakeKubeApi, runners: RunnerFactory) -> None:
+    runner = runners()
+    reconciling, name = await _pending(runner, ListPublisher(), "gone-unseen")
+    kube.list_failures = 10**6  # the watch ends (resync 1 s) and cannot list again
+    async with asyncio.timeout(5):
+        while not kube.refused:  # noqa: ASYNC110 (the watch thread)
+            await asyncio.sleep(0.02)
+    # Removed for good while nobody watched: its DELETED is never delivered (the next
+    # watch starts from the next list's resourceVersion).
+    kube.delete("jobs", "default", name)
+    kube.patch("jobs", "default", name, {"metadata": {"finalizers": None}})
+    assert kube.get("jobs", "default", name) is None
+    assert name in HEAVY_JOBS.names()
+    kube.list_failures = 0
+    async with asyncio.timeout(5):
+        while name in HEAVY_JOBS.names():  # noqa: ASYNC110 (the watch thread)
+            await asyncio.sleep(0.02)
+    assert HEAVY_JOBS.counts() == {"pending": 0, "running": 0}
+    await runner.close()
+    await asyncio.wait_for(reconciling, 5)
