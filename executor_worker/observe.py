@@ -73,9 +73,9 @@ class HeavyJobStates:
             self.set(name, "pending", _created(job))
         return not done
 
-    def names(self) -> set[str]:
+    def names(self) -> frozenset[str]:
         with self._lock:
-            return set(self._state)
+            return frozenset(self._state)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
