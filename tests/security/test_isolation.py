@@ -337,6 +337,11 @@ SLOT_PLANT = SET_COMM + (
     "attempt('replace inputs.json', os.rename, 'locked', 'inputs.json')\n"
     "print('shm', libc.shmget(0x5107, 4096, 0o1666))\n"  # IPC_CREAT | 0666
     "print('msg', libc.msgget(0x5107, 0o1666))\n"
+    "print('sem', libc.semget(0x5107, 1, 0o1666))\n"
+    "print('keyless-shm', libc.shmget(0, 4096, 0o1666))\n"  # IPC_PRIVATE: found by index
+    # O_CREAT | O_RDWR; Landlock refuses it (EACCES: the queue is a file of no allowed
+    # tree), so it is made only where that layer is off.
+    "print('mq', libc.mq_open(b'/left-by-a', 0o102, 0o666, None), ctypes.get_errno())\n"
     "if os.fork() == 0:\n"
     "    try:\n"
     "        os.setsid()  # out of the job's process group, where seccomp allows it\n"
@@ -370,6 +375,18 @@ SLOT_CHECK = SET_COMM + (
     "        print(d, 'unreadable', type(exc).__name__)\n"
     "print('shm', libc.shmget(0x5107, 0, 0), ctypes.get_errno())\n"
     "print('msg', libc.msgget(0x5107, 0), ctypes.get_errno())\n"
+    "print('sem', libc.semget(0x5107, 0, 0), ctypes.get_errno())\n"
+    "print('mq', libc.mq_open(b'/left-by-a', 2, 0, None), ctypes.get_errno())\n"
+    # What the IPC namespace holds, whatever the keys: *_INFO's count of objects in use
+    # (shm_info.used_ids, seminfo.semusz, msginfo.msgpool).
+    "info = ctypes.create_string_buffer(256)\n"
+    "counts = []\n"
+    "for call, cmd, at in ((libc.shmctl, 14, 0), (libc.msgctl, 12, 0)):\n"
+    "    counts.append(int.from_bytes(info[at * 4:at * 4 + 4], 'little')\n"
+    "                  if call(0, cmd, info) >= 0 else -1)\n"
+    "counts.append(int.from_bytes(info[28:32], 'little')\n"
+    "              if libc.semctl(0, 0, 19, info) >= 0 else -1)\n"
+    "print('ipc in use', counts)\n"
     "comms = []\n"
     "for p in os.listdir('/proc'):\n"
     "    if p.isdigit():\n"
@@ -401,6 +418,11 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
         box = Harness(sandbox, sandbox.job_root, secrets)
         planted = await box.run(SLOT_PLANT)
         assert planted.status == "succeeded", planted
+        if "ipcns" in sandbox.layers():  # the plant made every kind of IPC object
+            made = {line.split()[0]: int(line.split()[1])
+                    for line in planted.stdout.splitlines()
+                    if line.split()[0] in ("shm", "msg", "sem", "keyless-shm")}
+            assert len(made) == 4 and min(made.values()) >= 0, planted
         mode_before = next(line for line in planted.stdout.splitlines()
                            if line.startswith("mode "))
         await sandbox.settle()  # the slot is swept before it is free again
@@ -415,6 +437,11 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
             shm = next(line for line in out.splitlines() if line.startswith("shm "))
             msg = next(line for line in out.splitlines() if line.startswith("msg "))
             assert shm.split()[1] == "-1" and msg.split()[1] == "-1", out
+            sem = next(line for line in out.splitlines() if line.startswith("sem "))
+            mq = next(line for line in out.splitlines() if line.startswith("mq "))
+            assert sem.split()[1] == "-1" and mq.split()[1] == "-1", out
+            if "ipcns" in sandbox.layers():  # the namespace the job sees holds nothing
+                assert "ipc in use [0, 0, 0]" in out.splitlines(), out
             # Its directory is as new: the mode it had, no attribute, our two files only.
             assert mode_before in out.splitlines(), (mode_before, out)
             assert "xattrs []" in out.splitlines(), out
