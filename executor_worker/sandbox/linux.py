@@ -26,9 +26,6 @@ SYS_CAPSET = 126
 SYS_LANDLOCK_CREATE_RULESET = 444
 SYS_LANDLOCK_ADD_RULE = 445
 SYS_LANDLOCK_RESTRICT_SELF = 446
-SYS_FSOPEN = 430
-SYS_FSCONFIG = 431
-SYS_FSMOUNT = 432
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -99,62 +96,6 @@ MNT_DETACH = 2
 
 def umount(target: str, flags: int = MNT_DETACH) -> None:
     _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount({target})")
-
-
-_FSOPEN_CLOEXEC = FSMOUNT_CLOEXEC = 1
-_FSCONFIG_CMD_CREATE = 6
-
-
-def open_detached_mount(fstype: str) -> int:
-    """A read descriptor of the root of a new ``fstype`` mount attached nowhere (fsopen,
-    fsmount: Linux 5.2): no path leads to it, only this descriptor (close-on-exec)."""
-    ctx = checked_syscall(SYS_FSOPEN, f"fsopen({fstype})", fstype.encode(), _FSOPEN_CLOEXEC)
-    try:
-        checked_syscall(SYS_FSCONFIG, "fsconfig", ctx, _FSCONFIG_CMD_CREATE, None, None, 0)
-        mnt = checked_syscall(SYS_FSMOUNT, "fsmount", ctx, FSMOUNT_CLOEXEC, 0)
-    finally:
-        os.close(ctx)
-    try:  # fsmount's descriptor is a path one: open the directory it names
-        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=mnt)
-    finally:
-        os.close(mnt)
-
-
-#: System V IPC: per kind, its ctl call, its *_INFO and *_STAT commands, and where the
-#: count in use sits in the *_INFO answer (struct shm_info.used_ids, seminfo.semusz,
-#: msginfo.msgpool: ints).
-IPC_RMID = 0
-SYSV_KINDS = {"shm": ("shmctl", 14, 13, 0), "sem": ("semctl", 19, 18, 7),
-              "msg": ("msgctl", 12, 11, 0)}
-
-
-def _sysv_ctl(kind: str, ident: int, cmd: int, buf: ctypes.Array[ctypes.c_char] | None) -> int:
-    name = SYSV_KINDS[kind][0]
-    if kind == "sem":  # semctl(semid, semnum, cmd, union semun)
-        return int(_libc.semctl(ctypes.c_int(ident), ctypes.c_int(0), ctypes.c_int(cmd), buf))
-    return int(getattr(_libc, name)(ctypes.c_int(ident), ctypes.c_int(cmd), buf))
-
-
-def sysv_in_use(kind: str) -> tuple[int, int]:
-    """(objects of ``kind`` in this IPC namespace, highest index in use)."""
-    _, info, _, at = SYSV_KINDS[kind]
-    buf = ctypes.create_string_buffer(256)
-    highest = _check(_sysv_ctl(kind, 0, info, buf), f"{kind} info")
-    return struct.unpack_from("i", buf, at * 4)[0], highest
-
-
-def sysv_remove_all(kind: str) -> None:
-    """Remove every object of ``kind`` in this IPC namespace (needs to own them or
-    CAP_IPC_OWNER: the slot's init)."""
-    count, highest = sysv_in_use(kind)
-    if not count:
-        return
-    _, _, stat, _ = SYSV_KINDS[kind]
-    buf = ctypes.create_string_buffer(256)
-    for index in range(highest + 1):
-        ident = _sysv_ctl(kind, index, stat, buf)  # the id at this index, or -1
-        if ident >= 0:
-            _check(_sysv_ctl(kind, ident, IPC_RMID, None), f"{kind} {ident} IPC_RMID")
 
 
 def sethostname(name: str) -> None:

@@ -106,27 +106,17 @@ def enter(plan: NamespacePlan) -> None:
                     f"size={plan.tmp_bytes},nr_inodes=4096,mode=1777")
 
 
-def open_slot_ipc(plan: NamespacePlan) -> int:
-    """In a slot's init (slot_ns.py, root hosts), after :func:`enter` made the slot's IPC
-    namespace: a descriptor of that namespace's POSIX message-queue filesystem, mounted
-    nowhere, for :func:`reset_slot` to empty; -1 without an IPC namespace. Job processes
-    are born in the slot's IPC, mount and UTS namespaces, set up once by :func:`enter` and
-    emptied after every job by :func:`reset_slot`: entering costs a copy of the mount
-    table, a /proc, the private tmpfs mounts and, when the job ends, their teardown (~0.6
-    ms of CPU a job); a fresh IPC namespace a job cost its init ~0.2-0.3 ms more, and a
-    kernel worker its teardown."""
-    return linux.open_detached_mount("mqueue") if plan.ipc else -1
-
-
-def _empty_ipc(mqueues: int) -> None:
-    """Remove every System V object and POSIX message queue a job left in the slot's IPC
-    namespace (they outlive their processes). Raises if one stays."""
-    for kind in linux.SYSV_KINDS:
-        linux.sysv_remove_all(kind)
-        if linux.sysv_in_use(kind)[0]:
-            raise RuntimeError(f"System V {kind} objects of a job are left in its slot")
-    for name in os.listdir(mqueues):
-        os.unlink(name, dir_fd=mqueues)
+def enter_slot_job(plan: NamespacePlan) -> None:
+    """In a slot's init (slot_ns.py, root hosts), right before it forks a job process: a
+    fresh IPC namespace, which that process is born in (SysV objects and message queues
+    outlive their processes: a shared one would carry them to the next job; the init
+    leaves the last one, swept by then, for this one). The job process is born in the
+    slot's mount and UTS namespaces too, set up once by :func:`enter` and reset after
+    every job by :func:`reset_slot`: one unshare a job, where entering costs a copy of
+    the mount table, a /proc, the private tmpfs mounts and, when the job ends, their
+    teardown (~0.6 ms of CPU a job)."""
+    if plan.ipc:
+        linux.unshare(linux.CLONE_NEWIPC)
 
 
 def tmp_identity() -> tuple[int, int]:
@@ -139,16 +129,13 @@ _MAX_TMP_BINDS = 8
 
 
 def reset_slot(plan: NamespacePlan, tmp_before: tuple[int, int],
-               private: tuple[str, ...], mqueues: int) -> bool:
-    """In the slot's init, once every process of the last job is gone: remove the IPC
-    objects it made (``mqueues``: :func:`open_slot_ipc`'s descriptor), take that job's
+               private: tuple[str, ...]) -> bool:
+    """In the slot's init, once every process of the last job is gone: take that job's
     directory off /tmp (``tmp_before``: what /tmp was before any job) and replace each
-    private tmpfs the job wrote to with an empty one, so nothing one job made meets the
-    next. True if a private tmpfs was replaced. Raises if an IPC object or /tmp cannot be
-    cleared: the zygote then drops the slot (its namespaces go with it). ``private``: the
-    plan's private directories, as :func:`enter` mounted them (the init learns them once)."""
-    if mqueues >= 0:
-        _empty_ipc(mqueues)
+    private tmpfs the job wrote to with an empty one, so nothing one job wrote meets the
+    next. True if a private tmpfs was replaced. Raises if /tmp cannot be restored: the
+    zygote then drops the slot (its namespaces go with it). ``private``: the plan's
+    private directories, as :func:`enter` mounted them (the init learns them once)."""
     if not plan.mount:
         return False
     for _ in range(_MAX_TMP_BINDS):

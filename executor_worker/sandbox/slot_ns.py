@@ -7,19 +7,18 @@ namespace (root), each slot instead gets one long-lived init: PID 1 of the slot'
 namespace, in the slot's mount and UTS namespaces (set up once, see namespaces.enter), and a
 fork of the zygote, so a warm interpreter. It forks the slot's job processes itself, ahead
 of their jobs, on the zygote's ``FORK``: they are born inside the slot's namespaces, and the
-zygote, which only relays messages, never blocks on a fork while a job waits for it. The
-slot's IPC namespace is kept too, and emptied after every job: System V objects and POSIX
-message queues outlive their processes.
+zygote, which only relays messages, never blocks on a fork while a job waits for it. Each
+job process is still born in an IPC namespace of its own (SysV objects outlive processes),
+which the init makes before the fork.
 
 The namespaces are the only thing kept, and they are kept empty: after a job ends the
 zygote asks the init to *sweep*: ``kill(-1, SIGKILL)`` from PID 1 reaches every other
 process of the namespace, and the init reaps until it has no child left, which, since every
 process of the namespace descends from it, means none is left. It then takes the job's
 directory off /tmp (unless the slot keeps one directory for all its jobs: bound once, and
-emptied by the supervisor), replaces the private tmpfs mounts with empty ones and removes
-every IPC object (namespaces.reset_slot), so no file, /tmp entry, process or IPC object of
-one job meets the next; only then does the slot (its uid) go to another job. Standard
-library only.
+emptied by the supervisor) and replaces the private tmpfs mounts with empty ones
+(namespaces.reset_slot), so no file, /tmp entry, process or IPC object of one job meets the
+next; only then does the slot (its uid) go to another job. Standard library only.
 
 Messages on the init's channel (SOCK_SEQPACKET, one per datagram):
 zygote -> init: ``f`` + the job process's channel (SCM_RIGHTS) = fork one; ``s`` = sweep
@@ -174,7 +173,6 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
         signal.signal(signum, signal.SIG_DFL)  # SIG_DFL: unkillable from inside the ns
     os.setsid()
     namespaces.enter(plan)
-    mqueues = namespaces.open_slot_ipc(plan)  # before the ahead filter: it refuses fsopen
     if job_dir is not None:
         os.chdir(job_dir)  # job processes inherit it
         namespaces.bind_job_tmp(plan)
@@ -212,11 +210,11 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
                 _reap(job, ctrl, block=True, kill=True)
                 # The job's processes lived in our mount namespace: undo what they left in
                 # it (a failure ends this init, and the zygote drops the slot).
-                if namespaces.reset_slot(plan, tmp_before, private, mqueues):
+                if namespaces.reset_slot(plan, tmp_before, private):
                     prepared.after_reset()
             if data in (FORK, SWEEP) and len(fds) == 1:
                 # After a sweep, the slot's next job process comes with it: one message.
-                job.pid = _fork_next(fds[0], ctrl, kept, job_main, prepared)
+                job.pid = _fork_next(plan, fds[0], ctrl, kept, job_main, prepared)
             else:
                 for fd in fds:
                     os.close(fd)
@@ -224,11 +222,11 @@ def _init_main(ctrl: socket.socket, plan: namespaces.NamespacePlan, job_main: Jo
                 ctrl.send(CLEAN)
 
 
-def _fork_next(chan_fd: int, ctrl: socket.socket, kept: dict[int, _Handler],
-               job_main: JobMain, prepared: Prepared) -> int:
+def _fork_next(plan: namespaces.NamespacePlan, chan_fd: int, ctrl: socket.socket,
+               kept: dict[int, _Handler], job_main: JobMain, prepared: Prepared) -> int:
     # Done here, warm and once, rather than in each job process, where every page its
-    # Python writes is a page copied (a failure ends this init). The job process is born
-    # in the slot's namespaces (see namespaces.open_slot_ipc).
+    # Python writes is a page copied (a failure ends this init).
+    namespaces.enter_slot_job(plan)
     try:
         return _fork_job(chan_fd, ctrl, kept, job_main, prepared.before_fork())
     finally:

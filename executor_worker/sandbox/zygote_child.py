@@ -102,7 +102,7 @@ def child_main(chan: _socket.socket, plan: Plan, in_slot: bool = False) -> int:
     os.setsid()  # own session and process group: killpg reaches every descendant
     if plan.ns.pid:
         linux.set_parent_death_signal(signal.SIGKILL)  # init gone: the kernel kills the job
-    if not in_slot:  # else born in its slot's (see namespaces.open_slot_ipc)
+    if not in_slot:  # else born in its slot's (see namespaces.enter_slot_job)
         namespaces.enter(plan.ns)
     times["t_namespaces"] = time.monotonic_ns()
     if plan.ns.pid and not in_slot:
