@@ -419,9 +419,9 @@ async def test_a_slot_reused_by_the_next_job_holds_nothing_of_the_last(
         planted = await box.run(SLOT_PLANT)
         assert planted.status == "succeeded", planted
         if "ipcns" in sandbox.layers():  # the plant made every kind of IPC object
-            made = {line.split()[0]: int(line.split()[1])
-                    for line in planted.stdout.splitlines()
-                    if line.split()[0] in ("shm", "msg", "sem", "keyless-shm")}
+            made = {words[0]: int(words[1])
+                    for words in map(str.split, planted.stdout.splitlines())
+                    if words and words[0] in ("shm", "msg", "sem", "keyless-shm")}
             assert len(made) == 4 and min(made.values()) >= 0, planted
         mode_before = next(line for line in planted.stdout.splitlines()
                            if line.startswith("mode "))
