@@ -61,10 +61,10 @@ async def test_submit_and_report_are_one_trace_and_the_gauge_follows_the_job(
     assert HEAVY_JOBS.counts() == {"pending": 0, "running": 0}
 
 
-async def _pending(runner: KubernetesJobRunner, publisher: ListPublisher,
+async def _pending(runner: KubernetesJobRunner,
                    request_id: str) -> tuple[asyncio.Task[None], str]:
     """A reconciler watching, and one Job of ``request_id`` submitted and counted pending."""
-    reconciling = asyncio.create_task(Reconciler(runner, publisher, HUBS).run())
+    reconciling = asyncio.create_task(Reconciler(runner, ListPublisher(), HUBS).run())
     cmd = command(request_id)
     assert await runner.submit(cmd, sandbox_job(cmd, heavy_settings())) is None
     name = job_name(request_id, 1)
@@ -79,7 +79,7 @@ async def test_a_closed_runner_leaves_nothing_in_the_gauge(runners: RunnerFactor
     closed runner left its pending Job counted for the rest of the process: seen in CI as
     another test's gauge that never went back to 0)."""
     runner = runners()
-    reconciling, name = await _pending(runner, ListPublisher(), "left-pending")
+    reconciling, name = await _pending(runner, "left-pending")
     assert HEAVY_JOBS.counts()["pending"] == 1
     await runner.close()
     await asyncio.wait_for(reconciling, 5)
@@ -90,7 +90,7 @@ async def test_a_closed_runner_leaves_nothing_in_the_gauge(runners: RunnerFactor
 async def test_a_job_gone_while_the_watch_was_down_leaves_the_gauge_at_the_next_list(
         kube: FakeKubeApi, runners: RunnerFactory) -> None:
     runner = runners()
-    reconciling, name = await _pending(runner, ListPublisher(), "gone-unseen")
+    reconciling, name = await _pending(runner, "gone-unseen")
     kube.list_failures = 10**6  # the watch ends (resync 1 s) and cannot list again
     async with asyncio.timeout(5):
         while not kube.refused:  # noqa: ASYNC110 (the watch thread)
